@@ -1,0 +1,1 @@
+"""The authenticated GraphQL API (issue: GraphQL API). Not built yet: no route is mounted."""

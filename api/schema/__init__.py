@@ -1,0 +1,1 @@
+"""Strawberry types of the GraphQL API (issue: GraphQL API). Not built yet."""

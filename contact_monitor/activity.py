@@ -1,0 +1,104 @@
+"""The activity stream: every stored activity is appended to the Redis stream `<prefix>activity`.
+
+Each entry has one field, `event`, holding JSON:
+
+    {"type": "page_hit", "contact_id": "...", "occurred_at": "2026-11-27T05:11:04.123Z",
+     "contact": {"id": "...", "email": null, "anonymous": true}, ...type-specific keys}
+
+Other services may consume the stream directly (XREAD / XREADGROUP); the subscriptions of the
+GraphQL API read the same stream.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from bson import ObjectId
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+ActivityType = Literal[
+    "page_hit",
+    "contact_created",
+    "contact_identified",
+    "contact_merged",
+    "contact_deleted",
+    "tags_changed",
+    "fields_updated",
+    "form_submitted",
+    "custom_activity",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Activity:
+    type: ActivityType
+    contact_id: str
+    occurred_at: dt.datetime
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self, contact: Mapping[str, Any] | None) -> str:
+        summary = None
+        if contact is not None:
+            summary = {
+                "id": contact["_id"],
+                "email": contact.get("fields", {}).get("email"),
+                "anonymous": bool(contact.get("anonymous", True)),
+            }
+        body = {
+            "type": self.type,
+            "contact_id": self.contact_id,
+            "occurred_at": isoformat(self.occurred_at),
+            "contact": summary,
+            **self.data,
+        }
+        return json.dumps(body, default=_json_default, separators=(",", ":"), ensure_ascii=False)
+
+
+def isoformat(moment: dt.datetime) -> str:
+    """UTC with milliseconds and a Z, the form JavaScript's Date parses everywhere."""
+    return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, dt.datetime):
+        return isoformat(value)
+    if isinstance(value, ObjectId):
+        return str(value)
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+class ActivityPublisher:
+    """Appends activities to the stream in one pipelined round trip per request."""
+
+    def __init__(self, redis: Redis, stream_key: str, maxlen: int) -> None:
+        self.redis = redis
+        self.stream_key = stream_key
+        self.maxlen = maxlen
+
+    async def publish(self, activities: Sequence[Activity], contact: Mapping[str, Any] | None) -> list[str]:
+        """Returns the stream ids. A Redis outage is logged, never turned into a failed request:
+        the activity is already stored in MongoDB."""
+        if not activities:
+            return []
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for activity in activities:
+                    pipe.xadd(
+                        self.stream_key,
+                        {"event": activity.to_json(contact)},
+                        maxlen=self.maxlen,
+                        approximate=True,
+                    )
+                ids = await pipe.execute()
+        except RedisError:
+            log.exception("could not publish %d activities to %s", len(activities), self.stream_key)
+            return []
+        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]

@@ -1,0 +1,80 @@
+"""The ASGI application: `create_app(settings)` and a lifespan that opens and closes MongoDB and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from contact_monitor import __version__
+from contact_monitor.activity import ActivityPublisher
+from contact_monitor.settings import Settings, SettingsError
+from contact_monitor.storage import Storage
+from ingest import routes as ingest_routes
+from ingest.cors import CORSMiddleware
+from ingest.pipeline import IngestPipeline
+from ingest.useragent import warm_up
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Services:
+    """What the lifespan opened; reaches endpoints as `request.state.services`."""
+
+    settings: Settings
+    storage: Storage
+    redis: Redis
+    publisher: ActivityPublisher
+    pipeline: IngestPipeline
+
+
+async def health(request: Request) -> Response:
+    services: Services = request.state.services
+    await services.storage.db.command("ping")
+    await services.redis.ping()
+    return JSONResponse({"status": "ok", "version": __version__})
+
+
+def create_app(settings: Settings) -> Starlette:
+    if not settings.mongodb_uri or not settings.redis_url:
+        raise SettingsError(
+            "create_app needs CM_MONGODB_URI and CM_REDIS_URL; `contact-monitor serve` starts embedded "
+            "servers and sets them when they are not configured"
+        )
+    mongodb_uri, redis_url = settings.mongodb_uri, settings.redis_url
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Services]]:
+        storage = Storage.connect(mongodb_uri, settings.mongodb_db)
+        redis = Redis.from_url(redis_url)
+        try:
+            await storage.create_indexes()
+            await redis.ping()
+            await asyncio.to_thread(warm_up)
+            publisher = ActivityPublisher(redis, settings.stream_key, settings.stream_maxlen)
+            pipeline = IngestPipeline(settings, storage, publisher)
+            yield {"services": Services(settings, storage, redis, publisher, pipeline)}
+        finally:
+            await redis.aclose()
+            await storage.close()
+
+    return Starlette(
+        routes=[*ingest_routes.routes, Route("/health", health)],
+        middleware=[Middleware(CORSMiddleware, allowed_origins=settings.cors_origins)],
+        lifespan=lifespan,
+    )
+
+
+def app_from_env() -> Starlette:
+    """Factory for `uvicorn --factory` and for `contact-monitor serve --workers N`."""
+    return create_app(Settings.from_env())

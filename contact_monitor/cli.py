@@ -1,0 +1,222 @@
+"""The `contact-monitor` command: `serve`, and `fields` to manage the contact field registry."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from contact_monitor import __version__
+from contact_monitor.embedded import EmbeddedError, embedded_services
+from contact_monitor.settings import Settings, SettingsError
+from contact_monitor.storage import Storage
+from contact_monitor.storage.fields import FieldError
+from ingest.fields import FIELD_TYPES, FieldDefinition
+
+ENVIRONMENT_HELP = """\
+configuration (environment variables, all optional):
+  CM_MONGODB_URI       MongoDB URI; unset: an embedded SecantusDB under CM_DATA_DIR
+  CM_MONGODB_DB        database name (default contact_monitor)
+  CM_REDIS_URL         Redis URL; unset: an embedded redis-server under CM_DATA_DIR
+  CM_REDIS_PREFIX      key prefix (default cm:), the stream is <prefix>activity
+  CM_DATA_DIR          data directory of the embedded servers (default ./data)
+  CM_CORS_ORIGINS      comma-separated origins allowed to read responses (exact, * or wildcards)
+  CM_COOKIE_SECURE     true (default) or false for plain-http development
+  CM_TRUSTED_PROXIES, CM_ANONYMIZE_IP, CM_DO_NOT_TRACK_IPS, CM_RESPECT_DNT, ...: see README.md
+"""
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = _settings()
+    with embedded_services(settings.data_dir, settings.mongodb_uri, settings.redis_url) as overrides:
+        os.environ.update(overrides)
+        for name, value in overrides.items():
+            print(f"embedded {name.removeprefix('CM_').split('_')[0].lower()}: {value}", file=sys.stderr)
+        uvicorn.run(
+            "contact_monitor.app:app_from_env",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level=args.log_level,
+            # X-Forwarded-For is interpreted by the app itself, only from CM_TRUSTED_PROXIES.
+            proxy_headers=False,
+            server_header=False,
+        )
+    return 0
+
+
+async def _with_storage(settings: Settings, action: str, args: argparse.Namespace) -> int:
+    with embedded_services(settings.data_dir, settings.mongodb_uri, "redis://unused") as overrides:
+        uri = overrides.get("CM_MONGODB_URI", settings.mongodb_uri)
+        assert uri is not None
+        storage = Storage.connect(uri, settings.mongodb_db)
+        try:
+            await storage.fields.create_indexes()
+            return await FIELD_ACTIONS[action](storage, args)
+        finally:
+            await storage.close()
+
+
+def _describe(field: FieldDefinition) -> dict[str, object]:
+    return {
+        "alias": field.alias,
+        "label": field.label,
+        "type": field.type,
+        "publicly_updatable": field.publicly_updatable,
+        "unique": field.unique,
+        "core": field.core,
+        "max_length": field.max_length,
+    }
+
+
+def _print_field(field: FieldDefinition) -> None:
+    flags = [
+        name
+        for name, on in (("publicly-updatable", field.publicly_updatable), ("unique", field.unique))
+        if on
+    ]
+    print(f"{field.alias}: {field.type}" + (f" ({', '.join(flags)})" if flags else ""))
+
+
+async def fields_list(storage: Storage, args: argparse.Namespace) -> int:
+    fields = await storage.fields.all()
+    if args.json:
+        print(json.dumps([_describe(f) for f in fields], indent=2))
+        return 0
+    print(f"{'ALIAS':<20} {'TYPE':<10} {'PUBLIC':<7} {'UNIQUE':<7} LABEL")
+    for f in fields:
+        print(
+            f"{f.alias:<20} {f.type:<10} {'yes' if f.publicly_updatable else 'no':<7} "
+            f"{'yes' if f.unique else 'no':<7} {f.label}"
+        )
+    return 0
+
+
+async def fields_create(storage: Storage, args: argparse.Namespace) -> int:
+    field = await storage.fields.create(
+        args.alias,
+        type=args.type,
+        label=args.label,
+        publicly_updatable=bool(args.publicly_updatable),
+        unique=bool(args.unique),
+        max_length=args.max_length,
+    )
+    if field.unique:
+        await storage.contacts.index_unique_field(field.alias)
+    _print_field(field)
+    return 0
+
+
+async def fields_update(storage: Storage, args: argparse.Namespace) -> int:
+    before = await storage.fields.get(args.alias)
+    field = await storage.fields.update(
+        args.alias,
+        label=args.label,
+        type=args.type,
+        publicly_updatable=args.publicly_updatable,
+        unique=args.unique,
+        max_length=args.max_length,
+    )
+    if before is not None and before.unique != field.unique:
+        if field.unique:
+            indexed, conflicts = await storage.contacts.index_unique_field(field.alias)
+            print(f"{indexed} contacts indexed by {field.alias}", file=sys.stderr)
+            if conflicts:
+                print(
+                    f"warning: {conflicts} contacts share a {field.alias} value with an older contact and "
+                    "were not indexed by it",
+                    file=sys.stderr,
+                )
+        else:
+            await storage.contacts.unindex_unique_field(field.alias)
+    _print_field(field)
+    return 0
+
+
+FIELD_ACTIONS = {"list": fields_list, "create": fields_create, "update": fields_update}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="contact-monitor",
+        description="Contact-activity service: Mautic-compatible tracking endpoints, contacts in MongoDB, "
+        "live activity on a Redis stream.",
+        epilog=ENVIRONMENT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the HTTP server (starts embedded MongoDB/Redis when none are configured)",
+        epilog=ENVIRONMENT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes sharing the port (default 1)")
+    serve.add_argument(
+        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+    )
+    serve.set_defaults(handler=cmd_serve)
+
+    fields = commands.add_parser("fields", help="list, create and update contact fields")
+    actions = fields.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="list the contact fields and their flags")
+    listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    create = actions.add_parser("create", help="create a custom contact field")
+    create.add_argument("alias", help="lower-case name used as the tracking parameter, e.g. plan")
+    create.add_argument("--type", default="text", choices=FIELD_TYPES, help="value type (default text)")
+    create.add_argument("--label", help="human-readable name")
+    create.add_argument("--publicly-updatable", action="store_true", help="tracking requests may set it")
+    create.add_argument("--unique", action="store_true", help="identifies a contact, like email")
+    create.add_argument("--max-length", type=int, default=191, help="longest accepted text (default 191)")
+
+    update = actions.add_parser("update", help="change a field's flags, label or type")
+    update.add_argument("alias")
+    update.add_argument(
+        "--publicly-updatable",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="whether tracking requests (pixel, mtc.js) may set the field",
+    )
+    update.add_argument(
+        "--unique",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="whether the field identifies a contact",
+    )
+    update.add_argument("--label")
+    update.add_argument("--type", choices=FIELD_TYPES)
+    update.add_argument("--max-length", type=int)
+    for sub in (listing, create, update):
+        sub.set_defaults(handler=lambda args: asyncio.run(_with_storage(_settings(), args.action, args)))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except (SettingsError, FieldError, EmbeddedError) as exc:
+        print(f"contact-monitor: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

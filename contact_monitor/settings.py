@@ -1,0 +1,166 @@
+"""Configuration: one frozen `Settings` built once from `CM_*` environment variables.
+
+Tests build their own `Settings(...)` instead of patching the environment.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+AnonymizeMode = Literal["off", "truncate", "drop"]
+
+
+class SettingsError(ValueError):
+    """A configuration value is invalid; the message names the variable."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    mongodb_uri: str | None = None
+    mongodb_db: str = "contact_monitor"
+    redis_url: str | None = None
+    redis_prefix: str = "cm:"
+    data_dir: Path = Path("./data")
+    cors_origins: tuple[str, ...] = ()
+    cookie_secure: bool = True
+    cookie_domain: str | None = None
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    anonymize_ip: AnonymizeMode = "off"
+    do_not_track_ips: tuple[str, ...] = ()
+    respect_dnt: bool = False
+    track_by_ip: bool = False
+    filter_bots: bool = True
+    stream_maxlen: int = 100_000
+    max_body_bytes: int = 64 * 1024
+    field_cache_seconds: float = 2.0
+    # Parsed form of do_not_track_ips, filled in __post_init__.
+    _dnt_networks: tuple[IPNetwork, ...] = field(default=(), repr=False, compare=False)
+    _dnt_patterns: tuple[str, ...] = field(default=(), repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.track_by_ip and self.anonymize_ip != "off":
+            raise SettingsError(
+                "CM_TRACK_BY_IP cannot be combined with CM_ANONYMIZE_IP: with anonymised IPs every "
+                "visitor behind the same truncated address would become one contact"
+            )
+        if self.anonymize_ip not in ("off", "truncate", "drop"):
+            raise SettingsError(f"CM_ANONYMIZE_IP must be off, truncate or drop, not {self.anonymize_ip!r}")
+        if self.stream_maxlen < 1:
+            raise SettingsError("CM_STREAM_MAXLEN must be a positive integer")
+        if self.max_body_bytes < 1024:
+            raise SettingsError("CM_MAX_BODY_BYTES must be at least 1024")
+        networks: list[IPNetwork] = []
+        patterns: list[str] = []
+        for entry in self.do_not_track_ips:
+            try:
+                networks.append(ipaddress.ip_network(entry, strict=False))
+            except ValueError:
+                if "*" not in entry:
+                    raise SettingsError(
+                        f"CM_DO_NOT_TRACK_IPS: {entry!r} is neither an IP, a CIDR range nor a wildcard "
+                        "such as 10.0.*"
+                    ) from None
+                patterns.append(entry)
+        object.__setattr__(self, "_dnt_networks", tuple(networks))
+        object.__setattr__(self, "_dnt_patterns", tuple(patterns))
+
+    @property
+    def do_not_track_networks(self) -> tuple[IPNetwork, ...]:
+        return self._dnt_networks
+
+    @property
+    def do_not_track_patterns(self) -> tuple[str, ...]:
+        return self._dnt_patterns
+
+    @property
+    def stream_key(self) -> str:
+        """The Redis stream every stored activity is appended to."""
+        return f"{self.redis_prefix}activity"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read every `CM_*` variable once; raise `SettingsError` naming the bad one."""
+        env = os.environ if env is None else env
+
+        def text(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or None
+
+        def flag(name: str, default: bool) -> bool:
+            value = text(name)
+            if value is None:
+                return default
+            lowered = value.lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise SettingsError(f"{name} must be true or false, not {value!r}")
+
+        def integer(name: str, default: int) -> int:
+            value = text(name)
+            if value is None:
+                return default
+            try:
+                return int(value)
+            except ValueError:
+                raise SettingsError(f"{name} must be an integer, not {value!r}") from None
+
+        def number(name: str, default: float) -> float:
+            value = text(name)
+            if value is None:
+                return default
+            try:
+                return float(value)
+            except ValueError:
+                raise SettingsError(f"{name} must be a number, not {value!r}") from None
+
+        def items(name: str) -> tuple[str, ...]:
+            return tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
+
+        proxies: list[IPNetwork] = []
+        for entry in items("CM_TRUSTED_PROXIES"):
+            try:
+                proxies.append(ipaddress.ip_network(entry, strict=False))
+            except ValueError:
+                raise SettingsError(f"CM_TRUSTED_PROXIES: {entry!r} is not an IP or CIDR range") from None
+
+        anonymize = (text("CM_ANONYMIZE_IP") or "off").lower()
+        anonymize = {
+            "true": "truncate",
+            "1": "truncate",
+            "yes": "truncate",
+            "on": "truncate",
+            "false": "off",
+            "0": "off",
+            "no": "off",
+            "none": "drop",
+        }.get(anonymize, anonymize)
+        if anonymize not in ("off", "truncate", "drop"):
+            raise SettingsError(f"CM_ANONYMIZE_IP must be off, truncate or drop, not {anonymize!r}")
+
+        return cls(
+            mongodb_uri=text("CM_MONGODB_URI"),
+            mongodb_db=text("CM_MONGODB_DB") or "contact_monitor",
+            redis_url=text("CM_REDIS_URL"),
+            redis_prefix=env.get("CM_REDIS_PREFIX", "cm:"),
+            data_dir=Path(text("CM_DATA_DIR") or "./data"),
+            cors_origins=items("CM_CORS_ORIGINS"),
+            cookie_secure=flag("CM_COOKIE_SECURE", True),
+            cookie_domain=text("CM_COOKIE_DOMAIN"),
+            trusted_proxies=tuple(proxies),
+            anonymize_ip=anonymize,  # type: ignore[arg-type]
+            do_not_track_ips=items("CM_DO_NOT_TRACK_IPS"),
+            respect_dnt=flag("CM_RESPECT_DNT", False),
+            track_by_ip=flag("CM_TRACK_BY_IP", False),
+            filter_bots=flag("CM_FILTER_BOTS", True),
+            stream_maxlen=integer("CM_STREAM_MAXLEN", 100_000),
+            max_body_bytes=integer("CM_MAX_BODY_BYTES", 64 * 1024),
+            field_cache_seconds=number("CM_FIELD_CACHE_SECONDS", 2.0),
+        )

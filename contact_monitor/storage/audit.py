@@ -1,0 +1,22 @@
+"""The `audit` collection: who changed identity data, and when (merges, erasures)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+Document = dict[str, Any]
+
+
+class AuditRepository:
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        self.audit = db["audit"]
+
+    async def create_indexes(self) -> None:
+        await self.audit.create_index("at")
+
+    async def log(self, action: str, now: dt.datetime, details: Mapping[str, object]) -> None:
+        await self.audit.insert_one({"action": action, "at": now, **details})

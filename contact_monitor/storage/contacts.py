@@ -1,0 +1,172 @@
+"""The `contacts` collection, and `merges` that keep the ids of merged contacts resolving.
+
+A contact document:
+    _id            24 hex chars, the `mtc_id` cookie value
+    created_at, updated_at, last_active, identified_at (null while anonymous)
+    anonymous      true until one of email/firstname/lastname/company has a value
+    fields         {alias: value}
+    ids            ["email:ann@example.com", ...]: unique-field keys (unique index; absent when none)
+    tags           ["ProductA", ...]: display names
+    last_ip        last stored IP (or truncated IP / null when anonymising)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from contact_monitor.storage.ids import new_contact_id
+from ingest.fields import unique_key
+
+Document = dict[str, Any]
+MAX_MERGE_CHAIN = 16
+
+
+class ContactRepository:
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        self.contacts = db["contacts"]
+        self.merges = db["merges"]
+
+    async def create_indexes(self) -> None:
+        await self.contacts.create_index("ids", unique=True, sparse=True)
+        await self.contacts.create_index([("last_active", DESCENDING)])
+        await self.contacts.create_index("tags")
+        await self.contacts.create_index("last_ip", sparse=True)
+        await self.merges.create_index([("winner_id", ASCENDING)])
+
+    async def get(self, contact_id: str) -> Document | None:
+        return await self.contacts.find_one({"_id": contact_id})
+
+    async def resolve(self, contact_id: str) -> Document | None:
+        """The contact, or the survivor it was merged into."""
+        for _ in range(MAX_MERGE_CHAIN):
+            contact = await self.get(contact_id)
+            if contact is not None:
+                return contact
+            record = await self.merges.find_one({"_id": contact_id})
+            if record is None:
+                return None
+            contact_id = record["winner_id"]
+        return None
+
+    async def create(self, now: dt.datetime, ip: str | None) -> Document:
+        contact: Document = {
+            "_id": new_contact_id(),
+            "created_at": now,
+            "updated_at": now,
+            "last_active": now,
+            "identified_at": None,
+            "anonymous": True,
+            "fields": {},
+            "tags": [],
+            "last_ip": ip,
+        }
+        await self.contacts.insert_one(contact)
+        return contact
+
+    async def find_by_unique(self, keys: Iterable[str]) -> Document | None:
+        """The contact holding any of these unique keys (oldest first: it is the established one)."""
+        keys = list(keys)
+        if not keys:
+            return None
+        cursor = self.contacts.find({"ids": {"$in": keys}}).sort("created_at", ASCENDING).limit(1)
+        async for contact in cursor:
+            return contact
+        return None
+
+    async def update(
+        self,
+        contact_id: str,
+        *,
+        now: dt.datetime,
+        ip: str | None,
+        set_values: Mapping[str, object] | None = None,
+        add_ids: Iterable[str] = (),
+        add_tags: Iterable[str] = (),
+        remove_tags: Iterable[str] = (),
+    ) -> Document | None:
+        """One visit's changes in one atomic update (plus one more when tags are both added and
+        removed); raises `DuplicateKeyError` when a unique key already belongs to another contact."""
+        update: Document = {
+            "$set": {"updated_at": now, "last_ip": ip, **(set_values or {})},
+            "$max": {"last_active": now},
+        }
+        add_to_set: Document = {}
+        if ids := list(add_ids):
+            add_to_set["ids"] = {"$each": ids}
+        if tags := list(add_tags):
+            add_to_set["tags"] = {"$each": tags}
+        if add_to_set:
+            update["$addToSet"] = add_to_set
+        if removed := list(remove_tags):
+            if tags:
+                # MongoDB refuses $addToSet and $pull on one path in one update.
+                await self.contacts.update_one({"_id": contact_id}, {"$pull": {"tags": {"$in": removed}}})
+            else:
+                update["$pull"] = {"tags": {"$in": removed}}
+        return await self.contacts.find_one_and_update(
+            {"_id": contact_id}, update, return_document=ReturnDocument.AFTER
+        )
+
+    async def latest_by_ip(self, ip: str) -> Document | None:
+        cursor = self.contacts.find({"last_ip": ip}).sort("last_active", DESCENDING).limit(1)
+        async for contact in cursor:
+            return contact
+        return None
+
+    async def absorb(self, winner: Document, loser: Document, now: dt.datetime) -> Document | None:
+        """Fold the loser's data into the winner: winner values stay, loser values fill gaps."""
+        fields = {
+            f"fields.{alias}": value
+            for alias, value in loser.get("fields", {}).items()
+            if winner.get("fields", {}).get(alias) in (None, "")
+        }
+        update: Document = {
+            "$set": {"updated_at": now, **fields},
+            "$min": {"created_at": loser["created_at"]},
+            "$max": {"last_active": loser["last_active"]},
+        }
+        if loser.get("tags"):
+            update["$addToSet"] = {"tags": {"$each": loser["tags"]}}
+        return await self.contacts.find_one_and_update(
+            {"_id": winner["_id"]}, update, return_document=ReturnDocument.AFTER
+        )
+
+    async def record_merge(self, loser_id: str, winner_id: str, now: dt.datetime) -> None:
+        """Old ids keep resolving: the loser points at the winner, and so does whatever pointed at it."""
+        await self.merges.update_one(
+            {"_id": loser_id}, {"$set": {"winner_id": winner_id, "merged_at": now}}, upsert=True
+        )
+        await self.merges.update_many({"winner_id": loser_id}, {"$set": {"winner_id": winner_id}})
+
+    async def index_unique_field(self, alias: str) -> tuple[int, int]:
+        """After a field became unique: add its key to existing contacts. Returns (indexed, conflicts);
+        a conflict is a contact sharing the value with an older one (left unindexed, never merged here)."""
+        indexed = conflicts = 0
+        cursor = self.contacts.find({f"fields.{alias}": {"$exists": True}}).sort("created_at", ASCENDING)
+        async for contact in cursor:
+            value = contact["fields"].get(alias)
+            if value in (None, ""):
+                continue
+            try:
+                await self.contacts.update_one(
+                    {"_id": contact["_id"]}, {"$addToSet": {"ids": unique_key(alias, value)}}
+                )
+                indexed += 1
+            except DuplicateKeyError:
+                conflicts += 1
+        return indexed, conflicts
+
+    async def unindex_unique_field(self, alias: str) -> None:
+        await self.contacts.update_many({}, {"$pull": {"ids": {"$regex": f"^{re.escape(alias)}:"}}})
+        # An empty array would be indexed (and collide) in the sparse unique index: remove it.
+        await self.contacts.update_many({"ids": {"$size": 0}}, {"$unset": {"ids": ""}})
+
+    async def delete(self, contact_id: str) -> None:
+        await self.contacts.delete_one({"_id": contact_id})

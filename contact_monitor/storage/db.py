@@ -1,0 +1,62 @@
+"""`Storage`: the repositories over one MongoDB database, opened and closed by the app lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from contact_monitor.storage.audit import AuditRepository
+from contact_monitor.storage.contacts import ContactRepository
+from contact_monitor.storage.devices import DeviceRepository
+from contact_monitor.storage.fields import FieldRepository
+from contact_monitor.storage.hits import HitRepository
+from contact_monitor.storage.tags import TagRepository
+
+Document = dict[str, Any]
+
+
+def with_driver_options(uri: str) -> str:
+    """Our writes are idempotent per request; retryable writes also collapse SecantusDB's throughput."""
+    if "retrywrites=" in uri.lower():
+        return uri
+    separator = "&" if "?" in uri.split("/", 3)[-1] else ("?" if uri.count("/") >= 3 else "/?")
+    return f"{uri}{separator}retryWrites=false"
+
+
+@dataclass(frozen=True)
+class Storage:
+    client: AsyncMongoClient[Document]
+    db: AsyncDatabase[Document]
+    contacts: ContactRepository
+    devices: DeviceRepository
+    hits: HitRepository
+    tags: TagRepository
+    fields: FieldRepository
+    audit: AuditRepository
+
+    @classmethod
+    def connect(cls, uri: str, database: str) -> Storage:
+        client: AsyncMongoClient[Document] = AsyncMongoClient(
+            with_driver_options(uri), tz_aware=True, serverSelectionTimeoutMS=10_000
+        )
+        db = client[database]
+        return cls(
+            client=client,
+            db=db,
+            contacts=ContactRepository(db),
+            devices=DeviceRepository(db),
+            hits=HitRepository(db),
+            tags=TagRepository(db),
+            fields=FieldRepository(db),
+            audit=AuditRepository(db),
+        )
+
+    async def create_indexes(self) -> None:
+        for repository in (self.contacts, self.devices, self.hits, self.tags, self.fields, self.audit):
+            await repository.create_indexes()
+
+    async def close(self) -> None:
+        await self.client.close()

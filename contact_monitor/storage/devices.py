@@ -1,0 +1,99 @@
+"""The `devices` collection: one browser or app install of a contact.
+
+A device document:
+    _id            the 23-char tracking id (`mautic_device_id` cookie, `device_id` of hits)
+    contact_id, created_at, last_seen
+    user_agent     parsed: raw, client_type, browser, browser_version, os, os_version,
+                   device_type, brand, model
+    fingerprint    latest evidence: hash, resolution, timezone_offset, platform, adblock, do_not_track
+    last_hit_id, last_hit_at   the device's newest hit, for time on page
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+from pymongo import ASCENDING, ReturnDocument
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from contact_monitor.storage.ids import new_tracking_id
+
+Document = dict[str, Any]
+
+
+class DeviceRepository:
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        self.devices = db["devices"]
+
+    async def create_indexes(self) -> None:
+        await self.devices.create_index([("contact_id", ASCENDING)])
+        await self.devices.create_index("fingerprint.hash", sparse=True)
+
+    async def get(self, tracking_id: str) -> Document | None:
+        return await self.devices.find_one({"_id": tracking_id})
+
+    async def create(
+        self,
+        contact_id: str,
+        now: dt.datetime,
+        user_agent: Mapping[str, str],
+        fingerprint: Mapping[str, object],
+    ) -> Document:
+        for _ in range(5):
+            device: Document = {
+                "_id": new_tracking_id(),
+                "contact_id": contact_id,
+                "created_at": now,
+                "last_seen": now,
+                "user_agent": dict(user_agent),
+                "fingerprint": dict(fingerprint),
+                "last_hit_id": None,
+                "last_hit_at": None,
+            }
+            try:
+                await self.devices.insert_one(device)
+            except DuplicateKeyError:  # 36^23 ids: practically never
+                continue
+            return device
+        raise RuntimeError("could not allocate a unique device tracking id")
+
+    async def find_similar(self, contact_id: str, user_agent: Mapping[str, str]) -> Document | None:
+        """A device of this contact with the same type, brand and model (Mautic's reuse rule)."""
+        return await self.devices.find_one(
+            {
+                "contact_id": contact_id,
+                "user_agent.device_type": user_agent.get("device_type", ""),
+                "user_agent.brand": user_agent.get("brand", ""),
+                "user_agent.model": user_agent.get("model", ""),
+                "user_agent.browser": user_agent.get("browser", ""),
+            }
+        )
+
+    async def seen(
+        self,
+        tracking_id: str,
+        *,
+        now: dt.datetime,
+        user_agent: Mapping[str, str],
+        fingerprint: Mapping[str, object],
+        hit_id: object | None,
+    ) -> Document | None:
+        """Record a visit; returns the device as it was before (its previous hit, for time on page)."""
+        update: Document = {"last_seen": now, "user_agent": dict(user_agent)}
+        if any(value is not None for value in fingerprint.values()):
+            update["fingerprint"] = dict(fingerprint)
+        if hit_id is not None:
+            update["last_hit_id"] = hit_id
+            update["last_hit_at"] = now
+        return await self.devices.find_one_and_update(
+            {"_id": tracking_id}, {"$set": update}, return_document=ReturnDocument.BEFORE
+        )
+
+    async def move(self, from_contact: str, to_contact: str) -> int:
+        result = await self.devices.update_many(
+            {"contact_id": from_contact}, {"$set": {"contact_id": to_contact}}
+        )
+        return result.modified_count

@@ -1,0 +1,53 @@
+"""The `tags` collection: one document per tag, keyed by its case-folded name.
+
+_id         case-folded name (the match key)
+name        display name: the first spelling ever seen
+created_at
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from typing import Any
+
+from pymongo import UpdateOne
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError
+
+from ingest.tags import tag_key
+
+Document = dict[str, Any]
+DUPLICATE_KEY = 11000
+
+
+class TagRepository:
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        self.tags = db["tags"]
+
+    async def create_indexes(self) -> None:
+        """`_id` is the only lookup path."""
+
+    async def ensure(self, names: Iterable[str], now: dt.datetime) -> dict[str, str]:
+        """Create missing tags; return {key: display name} for all of them."""
+        wanted = {tag_key(name): name for name in names}
+        if not wanted:
+            return {}
+        operations = [
+            UpdateOne({"_id": key}, {"$setOnInsert": {"name": name, "created_at": now}}, upsert=True)
+            for key, name in wanted.items()
+        ]
+        try:
+            await self.tags.bulk_write(operations, ordered=False)
+        except BulkWriteError as exc:
+            # Two requests creating the same tag at once: the other one won, which is fine.
+            if any(error.get("code") != DUPLICATE_KEY for error in exc.details.get("writeErrors", [])):
+                raise
+        return await self.names(wanted)
+
+    async def names(self, keys: Iterable[str]) -> dict[str, str]:
+        """{key: display name} for the tags that exist."""
+        keys = list(keys)
+        if not keys:
+            return {}
+        return {doc["_id"]: doc["name"] async for doc in self.tags.find({"_id": {"$in": keys}})}

@@ -1,0 +1,83 @@
+"""CORS for the tracking endpoints: allowed origins (exact or shell wildcards) get their origin
+echoed with credentials; any other origin gets no CORS headers at all.
+
+`OPTIONS` on any path is answered here with 204, as Mautic's CORS middleware does.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+ALLOW_HEADERS = "Origin, X-Requested-With, Content-Type, Authorization"
+ALLOW_METHODS = "PUT, GET, POST, DELETE, OPTIONS"
+MAX_AGE = "36000"
+
+
+def origin_allowed(origin: str, allowed: tuple[str, ...]) -> bool:
+    """`*` allows every origin; entries match exactly or as case-insensitive shell wildcards."""
+    if not origin or origin == "null":
+        return False
+    lowered = origin.lower()
+    for entry in allowed:
+        if entry == "*" or entry == origin:
+            return True
+        if any(ch in entry for ch in "*?[") and fnmatch.fnmatchcase(lowered, entry.lower()):
+            return True
+    return False
+
+
+class CORSMiddleware:
+    def __init__(self, app: ASGIApp, allowed_origins: tuple[str, ...]) -> None:
+        self.app = app
+        self.allowed = allowed_origins
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        origin = headers.get("origin", "")
+        allowed = origin_allowed(origin, self.allowed)
+        if scope["method"] == "OPTIONS":
+            response_headers = [(b"content-length", b"0")]
+            if allowed:
+                response_headers += [
+                    (name.encode(), value.encode())
+                    for name, value in self.cors_headers(origin, preflight=True)
+                ]
+            await send({"type": "http.response.start", "status": 204, "headers": response_headers})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        if not allowed:
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_cors(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                mutable = MutableHeaders(scope=message)
+                for name, value in self.cors_headers(origin, preflight=False):
+                    if name == "Vary":
+                        mutable.add_vary_header("Origin")
+                    else:
+                        mutable[name] = value
+            await send(message)
+
+        await self.app(scope, receive, send_with_cors)
+
+    @staticmethod
+    def cors_headers(origin: str, *, preflight: bool) -> list[tuple[str, str]]:
+        headers = [
+            ("Access-Control-Allow-Origin", origin),
+            ("Access-Control-Allow-Credentials", "true"),
+            ("Vary", "Origin"),
+        ]
+        if preflight:
+            headers += [
+                ("Access-Control-Allow-Headers", ALLOW_HEADERS),
+                ("Access-Control-Allow-Methods", ALLOW_METHODS),
+                ("Access-Control-Max-Age", MAX_AGE),
+            ]
+        return headers

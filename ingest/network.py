@@ -1,0 +1,82 @@
+"""Client IP: which address a request came from, whether it may be tracked, what is stored (pure).
+
+`X-Forwarded-For` and `Forwarded` are believed only when the peer is a configured trusted proxy
+(Mautic trusts them from anyone, which makes the IP spoofable).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping
+
+from contact_monitor.settings import AnonymizeMode, IPNetwork
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+_FORWARDED_FOR = re.compile(r'for="?\[?([^\]";,]+)\]?(?::\d+)?"?', re.IGNORECASE)
+
+
+def parse_ip(value: str | None) -> IPAddress | None:
+    if not value:
+        return None
+    text = value.strip().strip('"')
+    if text.startswith("[") and "]" in text:
+        text = text[1 : text.index("]")]
+    elif text.count(":") == 1:  # IPv4 with a port
+        text = text.split(":", 1)[0]
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        return address.ipv4_mapped
+    return address
+
+
+def _trusted(address: IPAddress, proxies: Iterable[IPNetwork]) -> bool:
+    return any(address.version == net.version and address in net for net in proxies)
+
+
+def client_ip(
+    peer: str | None, headers: Mapping[str, str], proxies: tuple[IPNetwork, ...]
+) -> IPAddress | None:
+    """The visitor's address: the peer, or (behind trusted proxies) the nearest untrusted forwarded hop."""
+    address = parse_ip(peer)
+    if address is None or not proxies or not _trusted(address, proxies):
+        return address
+    chain: list[str] = []
+    forwarded = headers.get("forwarded")
+    if forwarded:
+        chain = _FORWARDED_FOR.findall(forwarded)
+    elif headers.get("x-forwarded-for"):
+        chain = [part.strip() for part in headers["x-forwarded-for"].split(",")]
+    # Walk from the nearest hop outwards; the first address not belonging to a proxy is the client.
+    for hop in reversed(chain):
+        hop_address = parse_ip(hop)
+        if hop_address is None:
+            break
+        address = hop_address
+        if not _trusted(hop_address, proxies):
+            break
+    return address
+
+
+def is_blocked(address: IPAddress | None, networks: tuple[IPNetwork, ...], patterns: tuple[str, ...]) -> bool:
+    """True when the address is in the do-not-track list (CIDR v4/v6, exact, or `10.0.*` wildcard)."""
+    if address is None:
+        return False
+    if any(address.version == net.version and address in net for net in networks):
+        return True
+    text = str(address)
+    return any(fnmatch.fnmatchcase(text, pattern) for pattern in patterns)
+
+
+def stored_ip(address: IPAddress | None, mode: AnonymizeMode) -> str | None:
+    """What is written to the database: the IP, its /24 (IPv4) or /48 (IPv6) prefix, or nothing."""
+    if address is None or mode == "drop":
+        return None
+    if mode == "truncate":
+        prefix = 24 if address.version == 4 else 48
+        return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False).network_address)
+    return str(address)

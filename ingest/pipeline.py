@@ -1,0 +1,289 @@
+"""The order of the steps for one tracking request. This module owns it; each step is a call.
+
+parse (routes -> payload -> hit, pure) -> policy (track at all?) -> identify (identity)
+-> apply fields and tags -> store hit -> publish to the activity stream
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from bson import ObjectId
+from pymongo.errors import DuplicateKeyError
+
+from contact_monitor.activity import Activity, ActivityPublisher
+from contact_monitor.settings import Settings
+from contact_monitor.storage import Storage
+from ingest.fields import (
+    IDENTIFYING_FIELDS,
+    FieldDefinition,
+    FieldValue,
+    FieldValueError,
+    is_timezone,
+    timezone_from_offset,
+    unique_key,
+    validate_value,
+)
+from ingest.hit import Hit
+from ingest.identity import IdentityResolver, Visitor
+from ingest.tags import tag_key
+from ingest.useragent import UserAgent
+
+Document = dict[str, Any]
+Endpoint = Literal["pixel", "event", "mtc"]
+
+
+@dataclass(frozen=True, slots=True)
+class Visit:
+    """Everything the pipeline needs from one request, already parsed and limited."""
+
+    endpoint: Endpoint
+    hit: Hit
+    user_agent: UserAgent
+    ip: str | None
+    contact_cookie: str | None
+
+
+@dataclass(slots=True)
+class Outcome:
+    contact_id: str | None = None
+    device_id: str | None = None
+    hit_id: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+class FieldRegistry:
+    """The field definitions, re-read from MongoDB at most every `ttl` seconds (the CLI changes them
+    from another process)."""
+
+    def __init__(self, storage: Storage, ttl: float) -> None:
+        self.storage = storage
+        self.ttl = ttl
+        self._fields: dict[str, FieldDefinition] = {}
+        self._loaded_at = float("-inf")
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> Mapping[str, FieldDefinition]:
+        if time.monotonic() - self._loaded_at < self.ttl:
+            return self._fields
+        async with self._lock:
+            if time.monotonic() - self._loaded_at >= self.ttl:
+                self._fields = {f.alias: f for f in await self.storage.fields.all()}
+                self._loaded_at = time.monotonic()
+        return self._fields
+
+
+def submitted_fields(
+    params: Mapping[str, str | list[str]], registry: Mapping[str, FieldDefinition]
+) -> tuple[dict[str, FieldValue], list[str]]:
+    """The valid values of publicly updatable fields; invalid ones are dropped with a warning.
+    Parameter names match aliases case-insensitively; an exact lower-case name wins."""
+    raw: dict[str, str | list[str]] = {}
+    for key, value in params.items():
+        alias = key.lower()
+        definition = registry.get(alias)
+        if definition is None or not definition.publicly_updatable:
+            continue
+        if alias not in raw or key == alias:
+            raw[alias] = value
+    values: dict[str, FieldValue] = {}
+    warnings: list[str] = []
+    for alias, value in raw.items():
+        try:
+            cleaned = validate_value(registry[alias], value)
+        except FieldValueError as exc:
+            warnings.append(f"field {alias!r} was ignored: {exc}")
+            continue
+        if cleaned is not None:  # empty values never overwrite data
+            values[alias] = cleaned
+    return values, warnings
+
+
+class IngestPipeline:
+    def __init__(self, settings: Settings, storage: Storage, publisher: ActivityPublisher) -> None:
+        self.settings = settings
+        self.storage = storage
+        self.publisher = publisher
+        self.registry = FieldRegistry(storage, settings.field_cache_seconds)
+        self.identity = IdentityResolver(storage, track_by_ip=settings.track_by_ip)
+
+    async def field_aliases(self) -> frozenset[str]:
+        """Aliases of publicly updatable fields (they take precedence over deprecated parameters)."""
+        registry = await self.registry.get()
+        return frozenset(alias for alias, f in registry.items() if f.publicly_updatable)
+
+    async def track(self, visit: Visit) -> Outcome:
+        hit = visit.hit
+        now = hit.occurred_at
+        outcome = Outcome(warnings=list(hit.warnings))
+        registry = await self.registry.get()
+        values, field_warnings = submitted_fields(hit.params, registry)
+        outcome.warnings.extend(field_warnings)
+        unique = [unique_key(alias, value) for alias, value in values.items() if registry[alias].unique]
+
+        for attempt in range(2):
+            visitor = await self.identity.resolve(
+                now=now,
+                tracking_id=hit.device_tracking_id,
+                contact_cookie=visit.contact_cookie,
+                ip=visit.ip,
+                unique_keys=unique,
+            )
+            try:
+                contact = await self.apply_changes(visitor, visit, values, registry, unique)
+                break
+            except DuplicateKeyError:
+                # Another request gave the same email to another contact a moment ago: resolve
+                # again, which now finds (and merges into) that contact.
+                if attempt:
+                    raise
+        activities = visitor.activities
+
+        device = visitor.device or await self.identity.device_for(
+            contact, visit.user_agent, hit.fingerprint.as_document(), now, new_contact=visitor.created
+        )
+        outcome.contact_id = contact["_id"]
+        outcome.device_id = device["_id"]
+
+        if visit.endpoint != "mtc":
+            hit_id = ObjectId()
+            hit_doc = self.hit_document(hit_id, visit, contact["_id"], device["_id"])
+            _, previous = await asyncio.gather(
+                self.storage.hits.insert(hit_doc),
+                self.storage.devices.seen(
+                    device["_id"],
+                    now=now,
+                    user_agent=visit.user_agent.as_document(),
+                    fingerprint=hit.fingerprint.as_document(),
+                    hit_id=hit_id,
+                ),
+            )
+            if previous and previous.get("last_hit_id") and previous.get("last_hit_at"):
+                await self.storage.hits.set_left(previous["last_hit_id"], previous["last_hit_at"], now)
+            if hit.utm:
+                await self.storage.hits.insert_utm(
+                    {
+                        "contact_id": contact["_id"],
+                        "hit_id": hit_id,
+                        "occurred_at": now,
+                        "url": hit.url,
+                        "referrer": hit.referrer,
+                        "user_agent": visit.user_agent.raw,
+                        "query": hit_doc["query"],
+                        **hit.utm,
+                    }
+                )
+            outcome.hit_id = str(hit_id)
+            activities.append(
+                Activity(
+                    "page_hit",
+                    contact["_id"],
+                    now,
+                    {"device_id": device["_id"], "hit_id": str(hit_id), "hit": public_hit(hit_doc)},
+                )
+            )
+        await self.publisher.publish(activities, contact)
+        return outcome
+
+    async def apply_changes(
+        self,
+        visitor: Visitor,
+        visit: Visit,
+        values: Mapping[str, FieldValue],
+        registry: Mapping[str, FieldDefinition],
+        unique: list[str],
+    ) -> Document:
+        """Fields, identity keys, tags and last activity in one contact update."""
+        contact = visitor.contact
+        hit = visit.hit
+        now = hit.occurred_at
+        current = contact.get("fields", {})
+        changes = {alias: value for alias, value in values.items() if current.get(alias) != value}
+        if "timezone" not in current and "timezone" not in changes:
+            # As Mautic: a contact without a time zone gets the browser's (the IANA name mtc.js
+            # sends, else a fixed-offset zone from timezone_offset).
+            guessed = hit.timezone if hit.timezone and is_timezone(hit.timezone) else None
+            if guessed is None and hit.fingerprint.timezone_offset is not None:
+                guessed = timezone_from_offset(hit.fingerprint.timezone_offset)
+            if guessed:
+                changes["timezone"] = guessed
+        set_values: dict[str, object] = {f"fields.{alias}": value for alias, value in changes.items()}
+        becomes_identified = contact.get("anonymous", True) and any(
+            changes.get(alias) or current.get(alias) for alias in IDENTIFYING_FIELDS
+        )
+        if becomes_identified:
+            set_values["anonymous"] = False
+            set_values["identified_at"] = now
+        new_ids = [key for key in unique if key not in contact.get("ids", [])]
+
+        added: list[str] = []
+        removed: list[str] = []
+        if hit.tags:
+            names = await self.storage.tags.ensure(hit.tags.add, now) if hit.tags.add else {}
+            if hit.tags.remove:
+                names.update(await self.storage.tags.names(tag_key(t) for t in hit.tags.remove))
+            held = set(contact.get("tags", []))
+            added = [names[tag_key(t)] for t in hit.tags.add if names.get(tag_key(t)) not in held]
+            removed = [names[k] for t in hit.tags.remove if (k := tag_key(t)) in names and names[k] in held]
+
+        updated = await self.storage.contacts.update(
+            contact["_id"],
+            now=now,
+            ip=visit.ip,
+            set_values=set_values,
+            add_ids=new_ids,
+            add_tags=added,
+            remove_tags=removed,
+        )
+        if updated is None:  # deleted concurrently (e.g. merged by a parallel request)
+            raise DuplicateKeyError("contact vanished during the visit")
+        activities = visitor.activities
+        if becomes_identified:
+            identity = {alias: updated["fields"].get(alias) for alias in IDENTIFYING_FIELDS}
+            activities.append(Activity("contact_identified", contact["_id"], now, {"fields": identity}))
+        if changes:
+            activities.append(Activity("fields_updated", contact["_id"], now, {"fields": changes}))
+        if added or removed:
+            activities.append(
+                Activity("tags_changed", contact["_id"], now, {"added": added, "removed": removed})
+            )
+        return updated
+
+    def hit_document(self, hit_id: ObjectId, visit: Visit, contact_id: str, device_id: str) -> Document:
+        hit = visit.hit
+        return {
+            "_id": hit_id,
+            "occurred_at": hit.occurred_at,
+            "date_left": None,
+            "time_on_page": None,
+            "contact_id": contact_id,
+            "device_id": device_id,
+            "url": hit.url,
+            "title": hit.title,
+            "referrer": hit.referrer,
+            "language": hit.language,
+            "browser_languages": list(hit.browser_languages),
+            "user_agent": visit.user_agent.as_document(),
+            "ip": visit.ip,
+            "utm": dict(hit.utm) or None,
+            "fingerprint": hit.fingerprint.as_document(),
+            "privacy": dict(hit.privacy),
+            "timezone": hit.timezone,
+            "counter": hit.counter,
+            "endpoint": visit.endpoint,
+            "clickthrough": dict(hit.clickthrough) or None,
+            "query": dict(hit.query),
+        }
+
+
+def public_hit(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """The hit as published on the stream: the stored document, id as a string, without the raw query."""
+    return {
+        ("id" if key == "_id" else key): (str(value) if key == "_id" else value)
+        for key, value in doc.items()
+        if key != "query"
+    }

@@ -1,0 +1,195 @@
+"""The public tracking endpoints. Thin: read the request, call the pipeline, build the response.
+
+/mtracking.gif   records a hit, always answers the 43-byte GIF
+/mtc/event       records a hit, answers JSON with the visitor's ids (what mtc.js posts to)
+/mtc             the visitor's ids, creating an anonymous contact when there is none
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import logging
+from typing import TYPE_CHECKING
+
+from pymongo.errors import PyMongoError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ingest.cookies import CONTACT_COOKIE, DEVICE_COOKIE, set_tracking_cookies
+from ingest.hit import build_hit
+from ingest.network import client_ip, stored_ip
+from ingest.payload import ParamsBuilder, merge_d, merge_page_url_query, parse_json_body, parse_query
+from ingest.pipeline import Endpoint, Outcome, Visit
+from ingest.policy import privacy_signals, skip_reason
+from ingest.useragent import parse_user_agent
+
+if TYPE_CHECKING:
+    from contact_monitor.app import Services
+
+log = logging.getLogger(__name__)
+
+GIF = base64.b64decode("R0lGODlhAQABAJAAAP8AAAAAACH5BAUQAAAALAAAAAABAAEAAAICBAEAOw==")
+GIF_HEADERS = {
+    "Cache-Control": "private, no-cache, no-cache=Set-Cookie, proxy-revalidate",
+    "Expires": "Wed, 11 Jan 2000 12:59:00 GMT",
+    "Last-Modified": "Wed, 11 Jan 2006 12:59:00 GMT",
+    "Pragma": "no-cache",
+}
+NO_STORE = {"Cache-Control": "no-store"}
+ANY_METHOD = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, or `BodyTooLarge` as soon as it passes `limit` bytes (never buffered beyond it)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def collect_params(request: Request, body: bytes, limit: int) -> ParamsBuilder:
+    """Query string, then body (POST wins), then `d`, then the page URL's own query string."""
+    builder = ParamsBuilder()
+    parse_query(request.scope.get("query_string", b""), builder, limit=limit)
+    if body:
+        content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if content_type == "application/json":
+            parse_json_body(body, builder)
+        elif content_type in ("", "application/x-www-form-urlencoded", "text/plain"):
+            parse_query(body, builder, limit=limit)
+        else:
+            builder.warn(f"request body of type {content_type!r} was ignored")
+    merge_d(builder)
+    merge_page_url_query(builder)
+    return builder
+
+
+async def visit_from_request(
+    request: Request, services: Services, endpoint: Endpoint, body: bytes
+) -> tuple[Visit | None, list[str]]:
+    """Parse the request (pure apart from the cached field list). None: not to be recorded."""
+    settings = services.settings
+    builder = collect_params(request, body, settings.max_body_bytes)
+    headers = request.headers
+    user_agent = parse_user_agent(headers.get("user-agent", ""))
+    peer = request.client.host if request.client else None
+    address = client_ip(peer, headers, settings.trusted_proxies)
+    reason = skip_reason(settings, method=request.method, headers=headers, user_agent=user_agent, ip=address)
+    if reason is not None:
+        return None, [*builder.warnings, f"not recorded: {reason}"]
+    hit = build_hit(
+        builder.params,
+        now=dt.datetime.now(dt.UTC),
+        warnings=builder.warnings,
+        referer_header=headers.get("referer"),
+        accept_language=headers.get("accept-language"),
+        device_cookie=request.cookies.get(DEVICE_COOKIE),
+        field_aliases=await services.pipeline.field_aliases(),
+        privacy=privacy_signals(headers),
+    )
+    visit = Visit(
+        endpoint=endpoint,
+        hit=hit,
+        user_agent=user_agent,
+        ip=stored_ip(address, settings.anonymize_ip),
+        contact_cookie=request.cookies.get(CONTACT_COOKIE),
+    )
+    return visit, list(hit.warnings)
+
+
+async def record(request: Request, endpoint: Endpoint, body: bytes) -> tuple[Outcome | None, list[str]]:
+    services: Services = request.state.services
+    visit, warnings = await visit_from_request(request, services, endpoint, body)
+    if visit is None:
+        return None, warnings
+    outcome = await services.pipeline.track(visit)
+    return outcome, outcome.warnings
+
+
+def with_cookies(response: Response, request: Request, outcome: Outcome | None) -> Response:
+    if outcome is not None and outcome.contact_id and outcome.device_id:
+        set_tracking_cookies(
+            response,
+            request.state.services.settings,
+            contact_id=outcome.contact_id,
+            device_id=outcome.device_id,
+            hit_id=outcome.hit_id,
+        )
+    return response
+
+
+async def tracking_pixel(request: Request) -> Response:
+    """Never an error page: whatever happens, the browser gets its GIF."""
+    outcome = None
+    try:
+        try:
+            body = await read_body(request, request.state.services.settings.max_body_bytes)
+        except BodyTooLarge:
+            body = b""
+        outcome, _ = await record(request, "pixel", body)
+    except PyMongoError:
+        log.exception("pixel hit could not be stored")
+    headers = {**GIF_HEADERS, "Content-Length": str(len(GIF))}
+    response = Response(GIF if request.method != "HEAD" else b"", media_type="image/gif", headers=headers)
+    return with_cookies(response, request, outcome)
+
+
+def ids_body(outcome: Outcome | None, request: Request) -> dict[str, object]:
+    if outcome is None:  # not recorded: report what the browser already holds, nothing new
+        device_id = request.cookies.get(DEVICE_COOKIE)
+        return {"id": None, "sid": device_id, "device_id": device_id}
+    return {"id": outcome.contact_id, "sid": outcome.device_id, "device_id": outcome.device_id}
+
+
+async def tracking_event(request: Request) -> Response:
+    services: Services = request.state.services
+    try:
+        body = await read_body(request, services.settings.max_body_bytes)
+    except BodyTooLarge:
+        return JSONResponse(
+            {"success": 0, "error": f"request body larger than {services.settings.max_body_bytes} bytes"},
+            status_code=413,
+            headers=NO_STORE,
+        )
+    try:
+        outcome, warnings = await record(request, "event", body)
+    except PyMongoError:
+        log.exception("event hit could not be stored")
+        return JSONResponse(
+            {"success": 0, "error": "storage temporarily unavailable, retry later"},
+            status_code=503,
+            headers=NO_STORE,
+        )
+    payload: dict[str, object] = {"success": 1, **ids_body(outcome, request), "events": []}
+    if warnings:
+        payload["warnings"] = warnings
+    return with_cookies(JSONResponse(payload, headers=NO_STORE), request, outcome)
+
+
+async def tracked_contact(request: Request) -> Response:
+    try:
+        outcome, _ = await record(request, "mtc", b"")
+    except PyMongoError:
+        log.exception("visitor lookup failed")
+        return JSONResponse({"error": "storage temporarily unavailable, retry later"}, status_code=503)
+    return with_cookies(JSONResponse(ids_body(outcome, request), headers=NO_STORE), request, outcome)
+
+
+routes = [
+    Route("/mtracking.gif", tracking_pixel, methods=ANY_METHOD),
+    Route("/mtc/event", tracking_event, methods=ANY_METHOD),
+    Route("/mtc", tracked_contact, methods=ANY_METHOD),
+]

@@ -1,0 +1,1 @@
+"""The website tracker served at /mtc.js (issue: mtc.js). Not built yet."""

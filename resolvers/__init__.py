@@ -1,0 +1,1 @@
+"""GraphQL resolvers over `contact_monitor.storage` (issue: GraphQL API). Not built yet."""
