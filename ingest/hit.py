@@ -18,37 +18,6 @@ MAX_QUERY_VALUE_LENGTH = 1024
 MAX_LANGUAGES = 10
 TRACKING_ID = re.compile(r"[0-9a-z]{23}")
 
-# Parameters with a meaning of their own; everything else may be a contact field alias.
-RESERVED = frozenset(
-    {
-        "page_url",
-        "page_title",
-        "page_language",
-        "page_referrer",
-        "referrer",
-        "language",
-        "url",
-        "title",
-        "counter",
-        "timezone_offset",
-        "resolution",
-        "platform",
-        "fingerprint",
-        "adblock",
-        "do_not_track",
-        "mautic_device_id",
-        "mtc_id",
-        "tags",
-        "d",
-        "ct",
-        "utm_source",
-        "utm_medium",
-        "utm_campaign",
-        "utm_content",
-        "utm_term",
-    }
-)
-
 
 @dataclass(frozen=True, slots=True)
 class Fingerprint:

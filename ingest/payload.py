@@ -26,6 +26,38 @@ MAX_KEYS = 200
 MAX_KEY_LENGTH = 64
 MAX_VALUE_LENGTH = 8192
 MAX_LIST_ITEMS = 100
+# Parameters with a meaning of their own. They are accepted even past MAX_KEYS, so that junk
+# parameters cannot push out the page URL; any other name may be a contact field alias.
+RESERVED = frozenset(
+    [
+        "page_url",
+        "page_title",
+        "page_language",
+        "page_referrer",
+        "referrer",
+        "language",
+        "url",
+        "title",
+        "counter",
+        "timezone_offset",
+        "timezone",
+        "resolution",
+        "platform",
+        "fingerprint",
+        "adblock",
+        "do_not_track",
+        "mautic_device_id",
+        "mtc_id",
+        "tags",
+        "d",
+        "ct",
+        "utm_source",
+        "utm_medium",
+        "utm_campaign",
+        "utm_content",
+        "utm_term",
+    ]
+)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
@@ -60,7 +92,7 @@ class ParamsBuilder:
                 value = [*existing, value] if isinstance(existing, list) else [value]
         if not override and key in self.params:
             return
-        if key not in self.params and len(self.params) >= MAX_KEYS:
+        if key not in self.params and len(self.params) >= MAX_KEYS and key not in RESERVED:
             self.warn(f"more than {MAX_KEYS} parameters: the rest were ignored")
             return
         if isinstance(value, list):

@@ -41,6 +41,12 @@ NO_STORE = {"Cache-Control": "no-store"}
 ANY_METHOD = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
 
 
+def now_ms() -> dt.datetime:
+    """The current UTC time at BSON's millisecond precision, so stored and computed times agree."""
+    now = dt.datetime.now(dt.UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
 class BodyTooLarge(Exception):
     pass
 
@@ -92,7 +98,7 @@ async def visit_from_request(
         return None, [*builder.warnings, f"not recorded: {reason}"]
     hit = build_hit(
         builder.params,
-        now=dt.datetime.now(dt.UTC),
+        now=now_ms(),
         warnings=builder.warnings,
         referer_header=headers.get("referer"),
         accept_language=headers.get("accept-language"),

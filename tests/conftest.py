@@ -81,7 +81,9 @@ class Harness:
         entries = await self.redis.xrange(self.settings.stream_key)
         return [json.loads(fields[b"event"]) for _, fields in entries]
 
-    async def field(self, alias: str, *, public: bool = True, unique: bool | None = None, **create: Any) -> None:
+    async def field(
+        self, alias: str, *, public: bool = True, unique: bool | None = None, **create: Any
+    ) -> None:
         """Make a field publicly updatable (creating it when `create` options are given)."""
         fields = self.services.storage.fields
         if create:
@@ -99,6 +101,43 @@ class Harness:
         assert response.status_code == 200, response.text
         body: dict[str, Any] = response.json()
         return body
+
+    async def raw(
+        self,
+        method: str,
+        path: str,
+        query: bytes = b"",
+        headers: tuple[tuple[bytes, bytes], ...] = (),
+        body: bytes = b"",
+    ) -> tuple[int, dict[str, str], bytes]:
+        """Call the ASGI app with bytes no HTTP client would send (huge URLs, non-ASCII cookies)."""
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": method,
+            "scheme": "https",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": query,
+            "root_path": "",
+            "client": ("203.0.113.10", 50000),
+            "server": ("track.example.com", 443),
+            "headers": [(b"host", b"track.example.com"), (b"user-agent", CHROME.encode()), *headers],
+        }
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await self.app(scope, receive, send)
+        start = sent[0]
+        response_headers = {k.decode(): v.decode("latin-1") for k, v in start["headers"]}
+        return start["status"], response_headers, b"".join(m.get("body", b"") for m in sent[1:])
 
     def browser(self, user_agent: str = CHROME, ip: str = "203.0.113.10") -> httpx.AsyncClient:
         """Another browser (own cookie jar) on the same app; close it with `async with`."""

@@ -18,7 +18,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from ingest.fields import ALIAS_PATTERN, CORE_FIELDS, FIELD_TYPES, FieldDefinition
-from ingest.hit import RESERVED
+from ingest.payload import RESERVED
 
 Document = dict[str, Any]
 

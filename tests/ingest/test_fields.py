@@ -106,4 +106,6 @@ def test_text_values_never_keep_markup_or_exceed_the_limit(raw):
         value = validate_value(field("text"), raw)
     except FieldValueError:
         return
-    assert value is None or (isinstance(value, str) and len(value) <= 191 and not re.search(r"<[^>]*>", value))
+    assert value is None or (
+        isinstance(value, str) and len(value) <= 191 and not re.search(r"<[^>]*>", value)
+    )

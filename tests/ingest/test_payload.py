@@ -29,7 +29,10 @@ def params(query: str | bytes, *, limit: int = 65536) -> ParamsBuilder:
 
 
 def test_plain_query():
-    assert params("page_url=cart_screen&email=a%40b.c").params == {"page_url": "cart_screen", "email": "a@b.c"}
+    assert params("page_url=cart_screen&email=a%40b.c").params == {
+        "page_url": "cart_screen",
+        "email": "a@b.c",
+    }
 
 
 def test_php_style_lists():
@@ -118,8 +121,12 @@ def test_invalid_utf8_is_replaced_not_fatal():
 
 
 def test_limits_on_keys_and_values():
-    builder = params("&".join(f"k{i}=1" for i in range(MAX_KEYS + 50)) + "&long=" + "y" * (MAX_VALUE_LENGTH + 10))
+    builder = params(
+        "&".join(f"k{i}=1" for i in range(MAX_KEYS + 50)) + "&long=" + "y" * (MAX_VALUE_LENGTH + 10)
+    )
     assert len(builder.params) == MAX_KEYS
+    builder = params("&".join(f"k{i}=1" for i in range(MAX_KEYS + 50)) + "&page_url=still")
+    assert builder.params["page_url"] == "still"  # junk cannot push out the known parameters
     builder = params("long=" + "y" * (MAX_VALUE_LENGTH + 10))
     assert len(builder.params["long"]) == MAX_VALUE_LENGTH
     builder = params("x" * 100 + "=1")
@@ -132,7 +139,9 @@ def test_control_characters_are_dropped():
 
 def test_json_body():
     builder = ParamsBuilder()
-    parse_json_body(b'{"page_url": "s", "counter": 2, "adblock": false, "tags": ["a"], "x": {"y": 1}}', builder)
+    parse_json_body(
+        b'{"page_url": "s", "counter": 2, "adblock": false, "tags": ["a"], "x": {"y": 1}}', builder
+    )
     assert builder.params == {"page_url": "s", "counter": "2", "adblock": "false", "tags": ["a"]}
     builder = ParamsBuilder()
     parse_json_body(b"[1,2]", builder)
@@ -142,11 +151,22 @@ def test_json_body():
 
 def test_clickthrough_as_mautic_builds_it():
     ct = base64.b64encode(
-        serialize({"source": ["email", "4"], "email": 4, "stat": "5f5dedc3b0dc0366144010", "lead": 2,
-                   "channel": {"email": 4}})
+        serialize(
+            {
+                "source": ["email", "4"],
+                "email": 4,
+                "stat": "5f5dedc3b0dc0366144010",
+                "lead": 2,
+                "channel": {"email": 4},
+            }
+        )
     ).decode()
     assert decode_clickthrough(ct) == {
-        "source": "email", "source_id": "4", "email": "4", "stat": "5f5dedc3b0dc0366144010", "lead": "2"
+        "source": "email",
+        "source_id": "4",
+        "email": "4",
+        "stat": "5f5dedc3b0dc0366144010",
+        "lead": "2",
     }
 
 

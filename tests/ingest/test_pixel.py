@@ -52,14 +52,21 @@ async def test_a_hit_stores_the_data_contract(harness):
     assert hit["contact_id"] == contact["_id"] and hit["device_id"] == device["_id"]
     assert before <= hit["occurred_at"] <= dt.datetime.now(dt.UTC)
     assert (hit["url"], hit["title"], hit["referrer"], hit["language"]) == (
-        "https://shop.test/p?x=1", "Product", "https://google.test/", "de-DE"
+        "https://shop.test/p?x=1",
+        "Product",
+        "https://google.test/",
+        "de-DE",
     )
     assert hit["browser_languages"] == ["de-DE", "de", "en"]
     assert hit["user_agent"]["browser"] == "Chrome" and hit["user_agent"]["device_type"] == "desktop"
     assert hit["ip"] == "203.0.113.10"
     assert hit["fingerprint"] == {
-        "hash": "abc123", "resolution": "1920x1080", "timezone_offset": -120, "platform": "Windows",
-        "adblock": False, "do_not_track": True,
+        "hash": "abc123",
+        "resolution": "1920x1080",
+        "timezone_offset": -120,
+        "platform": "Windows",
+        "adblock": False,
+        "do_not_track": True,
     }
     assert device["fingerprint"]["hash"] == "abc123"
     assert hit["query"]["custom"] == "kept" and hit["query"]["x"] == "1"
@@ -124,7 +131,10 @@ async def test_deprecated_url_and_title_aliases(harness):
     await harness.pixel(url="https://old.test/", title="Old", referrer="https://r.test/", language="fr")
     hit = await harness.db.hits.find_one()
     assert (hit["url"], hit["title"], hit["referrer"], hit["language"]) == (
-        "https://old.test/", "Old", "https://r.test/", "fr"
+        "https://old.test/",
+        "Old",
+        "https://r.test/",
+        "fr",
     )
 
 

@@ -75,6 +75,6 @@ def test_any_input_gives_bounded_clean_tags(text):
     changes = parse_tags(text)
     for name in changes.add + changes.remove:
         assert name and len(name) <= MAX_TAG_LENGTH
-        assert "<" not in name or ">" not in name[name.index("<"):]
+        assert "<" not in name or ">" not in name[name.index("<") :]
         assert "\x00" not in name
     assert len(changes.add) + len(changes.remove) <= MAX_TAGS_PER_REQUEST

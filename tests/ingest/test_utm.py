@@ -8,7 +8,8 @@ from ingest.utm import extract_utm, utm_icon, utm_title
 def test_only_non_empty_standard_keys():
     assert extract_utm({"utm_source": "", "utm_medium": " ", "xutm_a": "1", "utm_foo": "z"}) == {}
     assert extract_utm({"utm_source": "news", "utm_campaign": ["a", "b"]}) == {
-        "utm_source": "news", "utm_campaign": "b"
+        "utm_source": "news",
+        "utm_campaign": "b",
     }
 
 
