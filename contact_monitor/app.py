@@ -56,7 +56,8 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Services]]:
         storage = Storage.connect(mongodb_uri, settings.mongodb_db)
-        redis = Redis.from_url(redis_url)
+        # Bounded waits: a Redis outage delays a hit by seconds at most, it never hangs it.
+        redis = Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=5)
         try:
             await storage.create_indexes()
             await redis.ping()

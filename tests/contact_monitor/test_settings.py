@@ -1,0 +1,73 @@
+import ipaddress
+from pathlib import Path
+
+import pytest
+
+from contact_monitor.settings import Settings, SettingsError
+
+
+def test_defaults():
+    settings = Settings.from_env({})
+    assert settings.mongodb_uri is None and settings.redis_url is None
+    assert settings.mongodb_db == "contact_monitor"
+    assert settings.data_dir == Path("./data")
+    assert settings.cookie_secure is True
+    assert settings.anonymize_ip == "off" and settings.track_by_ip is False and settings.respect_dnt is False
+    assert settings.stream_key == "cm:activity"
+    assert settings.max_body_bytes == 65536
+
+
+def test_everything_from_the_environment():
+    settings = Settings.from_env(
+        {
+            "CM_MONGODB_URI": "mongodb://db:27017",
+            "CM_MONGODB_DB": "tracking",
+            "CM_REDIS_URL": "redis://cache:6379/1",
+            "CM_REDIS_PREFIX": "shop1:",
+            "CM_DATA_DIR": "/var/lib/cm",
+            "CM_CORS_ORIGINS": "https://a.test, https://*.b.test",
+            "CM_COOKIE_SECURE": "false",
+            "CM_COOKIE_DOMAIN": "b.test",
+            "CM_TRUSTED_PROXIES": "10.0.0.0/8, ::1",
+            "CM_ANONYMIZE_IP": "true",
+            "CM_DO_NOT_TRACK_IPS": "192.168.0.0/16,2001:db8::/32,172.15.1.*",
+            "CM_RESPECT_DNT": "yes",
+            "CM_FILTER_BOTS": "0",
+            "CM_STREAM_MAXLEN": "5000",
+            "CM_MAX_BODY_BYTES": "131072",
+        }
+    )
+    assert settings.mongodb_uri == "mongodb://db:27017" and settings.mongodb_db == "tracking"
+    assert settings.stream_key == "shop1:activity"
+    assert settings.cors_origins == ("https://a.test", "https://*.b.test")
+    assert settings.cookie_secure is False and settings.cookie_domain == "b.test"
+    assert settings.trusted_proxies == (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("::1/128"))
+    assert settings.anonymize_ip == "truncate"
+    assert len(settings.do_not_track_networks) == 2 and settings.do_not_track_patterns == ("172.15.1.*",)
+    assert settings.respect_dnt and not settings.filter_bots
+    assert (settings.stream_maxlen, settings.max_body_bytes) == (5000, 131072)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"CM_COOKIE_SECURE": "maybe"}, "CM_COOKIE_SECURE must be true or false"),
+        ({"CM_STREAM_MAXLEN": "lots"}, "CM_STREAM_MAXLEN must be an integer"),
+        ({"CM_STREAM_MAXLEN": "0"}, "CM_STREAM_MAXLEN must be a positive"),
+        ({"CM_MAX_BODY_BYTES": "10"}, "at least 1024"),
+        ({"CM_TRUSTED_PROXIES": "proxy.local"}, "CM_TRUSTED_PROXIES"),
+        ({"CM_DO_NOT_TRACK_IPS": "office"}, "CM_DO_NOT_TRACK_IPS"),
+        ({"CM_ANONYMIZE_IP": "half"}, "CM_ANONYMIZE_IP"),
+        ({"CM_TRACK_BY_IP": "true", "CM_ANONYMIZE_IP": "truncate"}, "cannot be combined"),
+    ],
+)
+def test_bad_values_name_the_variable(env, message):
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env(env)
+
+
+def test_create_app_needs_both_uris():
+    from contact_monitor.app import create_app
+
+    with pytest.raises(SettingsError, match="contact-monitor serve"):
+        create_app(Settings())

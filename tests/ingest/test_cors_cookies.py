@@ -1,0 +1,85 @@
+"""CORS headers for exact and wildcard origins, preflights everywhere, cookie attributes."""
+
+import pytest
+
+PATHS = ["/mtc/event", "/mtracking.gif", "/mtc"]
+
+
+@pytest.mark.parametrize(
+    "origin", ["https://shop.example.com", "https://blog.example.org", "https://A.EXAMPLE.ORG"]
+)
+async def test_allowed_origins_are_echoed_with_credentials(harness, origin):
+    response = await harness.client.post(
+        "/mtc/event", data={"page_url": "p"}, headers={"Origin": origin, "X-Requested-With": "XMLHttpRequest"}
+    )
+    assert response.headers["access-control-allow-origin"] == origin
+    assert response.headers["access-control-allow-credentials"] == "true"
+    assert "Origin" in response.headers["vary"]
+
+
+@pytest.mark.parametrize(
+    "origin", ["https://evil.test", "https://shop.example.com.evil.test", "http://shop.example.com", "null"]
+)
+async def test_other_origins_get_no_cors_headers_but_the_hit_is_recorded(harness, origin):
+    response = await harness.client.post("/mtc/event", data={"page_url": "p"}, headers={"Origin": origin})
+    assert response.status_code == 200
+    assert not any(name.startswith("access-control-") for name in response.headers)
+    assert await harness.db.hits.count_documents({}) == 1
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_preflight_for_an_allowed_origin(harness, path):
+    response = await harness.client.options(
+        path,
+        headers={
+            "Origin": "https://shop.example.com",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type, x-requested-with",
+        },
+    )
+    assert response.status_code == 204 and response.content == b""
+    headers = response.headers
+    assert headers["access-control-allow-origin"] == "https://shop.example.com"
+    assert headers["access-control-allow-methods"] == "PUT, GET, POST, DELETE, OPTIONS"
+    assert headers["access-control-allow-headers"] == "Origin, X-Requested-With, Content-Type, Authorization"
+    assert headers["access-control-max-age"] == "36000"
+    assert await harness.db.contacts.count_documents({}) == 0  # a preflight records nothing
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_preflight_for_another_origin(harness, path):
+    response = await harness.client.options(
+        path, headers={"Origin": "https://evil.test", "Access-Control-Request-Method": "POST"}
+    )
+    assert response.status_code == 204
+    assert "access-control-allow-origin" not in response.headers
+
+
+async def test_wildcard_star_allows_every_origin(make_harness):
+    async with make_harness(cors_origins=("*",)) as h:
+        response = await h.client.get("/mtc", headers={"Origin": "https://anything.test"})
+        assert response.headers["access-control-allow-origin"] == "https://anything.test"
+
+
+async def test_no_origins_configured_means_no_cors(make_harness):
+    async with make_harness(cors_origins=()) as h:
+        response = await h.client.get("/mtc", headers={"Origin": "https://shop.example.com"})
+        assert "access-control-allow-origin" not in response.headers
+
+
+async def test_insecure_cookies_for_plain_http_development(make_harness):
+    async with make_harness(cookie_secure=False, cookie_domain="example.com") as h:
+        response = await h.client.get("/mtracking.gif?page_url=p")
+        for cookie in response.headers.get_list("set-cookie"):
+            assert "Secure" not in cookie
+            assert "SameSite=lax" in cookie
+            assert "Domain=example.com" in cookie
+
+
+async def test_cookie_values_are_the_ids_of_the_json(harness):
+    response = await harness.client.post("/mtc/event", data={"page_url": "p"})
+    body = response.json()
+    assert response.cookies["mtc_id"] == body["id"]
+    assert response.cookies["mautic_device_id"] == body["device_id"]
+    hit = await harness.db.hits.find_one()
+    assert response.cookies["mautic_referer_id"] == str(hit["_id"])

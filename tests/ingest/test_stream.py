@@ -1,0 +1,83 @@
+"""The activity stream: what each stored activity appends to <prefix>activity."""
+
+import datetime as dt
+
+from contact_monitor.activity import Activity, ActivityPublisher
+
+
+async def test_first_visit_publishes_created_then_page_hit(harness):
+    body = await harness.event(page_url="https://s.test/?utm_campaign=Spring&utm_source=x", page_title="Home")
+    events = await harness.stream()
+    assert [e["type"] for e in events] == ["contact_created", "page_hit"]
+    hit = events[-1]
+    assert hit["contact_id"] == body["id"] and hit["device_id"] == body["device_id"]
+    assert hit["contact"] == {"id": body["id"], "email": None, "anonymous": True}
+    assert hit["hit"]["url"] == "https://s.test/?utm_campaign=Spring&utm_source=x"
+    assert hit["hit"]["title"] == "Home"
+    assert hit["hit"]["utm"] == {"utm_campaign": "Spring", "utm_source": "x"}
+    assert hit["occurred_at"].endswith("Z")
+    stored = await harness.db.hits.find_one()
+    assert hit["hit_id"] == hit["hit"]["id"] == str(stored["_id"])
+    assert "query" not in hit["hit"]
+
+
+async def test_tags_fields_and_identification_events(harness):
+    await harness.field("email")
+    await harness.field("firstname")
+    await harness.event(page_url="a")
+    await harness.event(page_url="b", email="ann@example.com", firstname="Ann", tags="VIP,-Nope")
+    await harness.event(page_url="c", tags="-vip")
+    events = await harness.stream()
+    by_type = {}
+    for event in events:
+        by_type.setdefault(event["type"], []).append(event)
+    assert by_type["contact_identified"][0]["fields"]["email"] == "ann@example.com"
+    assert by_type["fields_updated"][-1]["fields"] == {"email": "ann@example.com", "firstname": "Ann"}
+    assert [(e["added"], e["removed"]) for e in by_type["tags_changed"]] == [(["VIP"], []), ([], ["VIP"])]
+    assert by_type["page_hit"][-1]["contact"]["email"] == "ann@example.com"
+    assert by_type["page_hit"][-1]["contact"]["anonymous"] is False
+
+
+async def test_unchanged_tags_and_fields_publish_nothing_extra(harness):
+    await harness.field("firstname")
+    await harness.event(page_url="a", firstname="Ann", tags="x")
+    before = len(await harness.stream())
+    await harness.event(page_url="b", firstname="Ann", tags="X")
+    assert [e["type"] for e in (await harness.stream())[before:]] == ["page_hit"]
+
+
+async def test_tag_display_name_is_the_first_spelling(harness):
+    async with harness.browser() as one, harness.browser() as two:
+        await harness.event(one, page_url="a", tags="ProductA")
+        await harness.event(two, page_url="a", tags="producta")
+    assert [c["tags"] async for c in harness.db.contacts.find()] == [["ProductA"], ["ProductA"]]
+    assert await harness.db.tags.count_documents({}) == 1
+
+
+async def test_stream_is_capped_approximately(harness):
+    publisher = ActivityPublisher(harness.redis, harness.settings.stream_key, maxlen=10)
+    now = dt.datetime.now(dt.UTC)
+    for _ in range(5):
+        await publisher.publish([Activity("custom_activity", "c1", now)] * 100, None)
+    length = await harness.redis.xlen(harness.settings.stream_key)
+    assert 10 <= length < 500
+
+
+async def test_prefix_separates_tenants(make_harness):
+    async with make_harness(redis_prefix="tenant-a:") as a:
+        await a.pixel(page_url="p")
+        assert a.settings.stream_key == "tenant-a:activity"
+        assert await a.redis.xlen("tenant-a:activity") == 2
+
+
+async def test_redis_outage_does_not_fail_the_hit(harness):
+    from redis.asyncio import Redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    broken = Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
+    harness.services.pipeline.publisher = ActivityPublisher(broken, "x", 10)
+    body = await harness.event(page_url="p")
+    assert body["success"] == 1 and body["id"]
+    assert await harness.db.hits.count_documents({}) == 1
+    await broken.aclose()
