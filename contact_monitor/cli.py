@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -33,10 +34,17 @@ def _settings() -> Settings:
     return Settings.from_env()
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    # uvicorn shuts down gracefully on SIGTERM and then re-raises the signal; with the default
+    # handler that would kill us before the embedded servers are stopped.
+    raise SystemExit(0)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     settings = _settings()
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     with embedded_services(settings.data_dir, settings.mongodb_uri, settings.redis_url) as overrides:
         os.environ.update(overrides)
         for name, value in overrides.items():
@@ -216,6 +224,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `contact-monitor fields list | head`
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -136,8 +136,8 @@ def _serve(data_dir: Path, port: int) -> subprocess.Popen:
     )
 
 
-def _stop(process: subprocess.Popen) -> str:
-    process.send_signal(signal.SIGINT)
+def _stop(process: subprocess.Popen, how: int = signal.SIGINT) -> str:
+    process.send_signal(how)
     output, _ = process.communicate(timeout=60)
     assert process.returncode == 0, output.decode()
     return output.decode()
@@ -208,5 +208,7 @@ def test_serve_on_the_embedded_default_keeps_data_across_restarts(tmp_path):
             timeout=30,
         )
         assert int(stream.stdout) >= 4  # the stream survived too (append-only file)
+        redis_port = json.loads((tmp_path / STATE_FILE).read_text())["redis"]["port"]
     finally:
-        _stop(server)
+        _stop(server, signal.SIGTERM)  # as a service manager stops it
+    assert not redis_ready(redis_port) and not (tmp_path / STATE_FILE).exists()
