@@ -7,8 +7,9 @@ parse (routes -> payload -> hit, pure) -> policy (track at all?) -> identify (id
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -34,6 +35,9 @@ from ingest.tags import tag_key
 from ingest.useragent import UserAgent
 
 Document = dict[str, Any]
+# A contact's `last_active` is rewritten at most this often when a hit changes nothing else: one
+# write less for most page views of a visit (hits keep exact times).
+LAST_ACTIVE_RESOLUTION = dt.timedelta(seconds=60)
 Endpoint = Literal["pixel", "event", "mtc"]
 
 
@@ -152,7 +156,7 @@ class IngestPipeline:
         if visit.endpoint != "mtc":
             hit_id = ObjectId()
             hit_doc = self.hit_document(hit_id, visit, contact["_id"], device["_id"])
-            _, previous = await asyncio.gather(
+            writes: list[Awaitable[object]] = [
                 self.storage.hits.insert(hit_doc),
                 self.storage.devices.seen(
                     device["_id"],
@@ -161,9 +165,10 @@ class IngestPipeline:
                     fingerprint=hit.fingerprint.as_document(),
                     hit_id=hit_id,
                 ),
-            )
-            if previous and previous.get("last_hit_id") and previous.get("last_hit_at"):
-                await self.storage.hits.set_left(previous["last_hit_id"], previous["last_hit_at"], now)
+            ]
+            if device.get("last_hit_id") and device.get("last_hit_at"):
+                writes.append(self.storage.hits.set_left(device["last_hit_id"], device["last_hit_at"], now))
+            await asyncio.gather(*writes)
             if hit.utm:
                 await self.storage.hits.insert_utm(
                     {
@@ -230,17 +235,28 @@ class IngestPipeline:
             added = [names[tag_key(t)] for t in hit.tags.add if names.get(tag_key(t)) not in held]
             removed = [names[k] for t in hit.tags.remove if (k := tag_key(t)) in names and names[k] in held]
 
-        updated = await self.storage.contacts.update(
-            contact["_id"],
-            now=now,
-            ip=visit.ip,
-            set_values=set_values,
-            add_ids=new_ids,
-            add_tags=added,
-            remove_tags=removed,
-        )
-        if updated is None:  # deleted concurrently (e.g. merged by a parallel request)
-            raise DuplicateKeyError("contact vanished during the visit")
+        last_active = contact.get("last_active")
+        nothing_new = not (set_values or new_ids or added or removed) and contact.get("last_ip") == visit.ip
+        if not (nothing_new and last_active and now - last_active < LAST_ACTIVE_RESOLUTION):
+            exists = await self.storage.contacts.update(
+                contact["_id"],
+                now=now,
+                ip=visit.ip,
+                set_values=set_values,
+                add_ids=new_ids,
+                add_tags=added,
+                remove_tags=removed,
+            )
+            if not exists:  # deleted concurrently (merged by a parallel request): resolve again
+                raise DuplicateKeyError("contact vanished during the visit")
+        # The contact as the update left it, for the activities' contact summary.
+        updated = {
+            **contact,
+            "fields": {**current, **changes},
+            "anonymous": contact.get("anonymous", True) and not becomes_identified,
+            "tags": [t for t in contact.get("tags", []) if t not in removed] + added,
+            "last_active": max(contact.get("last_active", now), now),
+        }
         activities = visitor.activities
         if becomes_identified:
             identity = {alias: updated["fields"].get(alias) for alias in IDENTIFYING_FIELDS}

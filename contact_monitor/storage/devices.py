@@ -15,7 +15,7 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from pymongo import ASCENDING, ReturnDocument
+from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
@@ -80,17 +80,15 @@ class DeviceRepository:
         user_agent: Mapping[str, str],
         fingerprint: Mapping[str, object],
         hit_id: object | None,
-    ) -> Document | None:
-        """Record a visit; returns the device as it was before (its previous hit, for time on page)."""
+    ) -> None:
+        """Record a visit (the caller read the previous hit from the device it already holds)."""
         update: Document = {"last_seen": now, "user_agent": dict(user_agent)}
         if any(value is not None for value in fingerprint.values()):
             update["fingerprint"] = dict(fingerprint)
         if hit_id is not None:
             update["last_hit_id"] = hit_id
             update["last_hit_at"] = now
-        return await self.devices.find_one_and_update(
-            {"_id": tracking_id}, {"$set": update}, return_document=ReturnDocument.BEFORE
-        )
+        await self.devices.update_one({"_id": tracking_id}, {"$set": update})
 
     async def move(self, from_contact: str, to_contact: str) -> int:
         result = await self.devices.update_many(

@@ -27,7 +27,7 @@ async def test_answers_the_gif_with_no_cache_headers_and_cookies(harness):
 
 
 async def test_a_hit_stores_the_data_contract(harness):
-    before = dt.datetime.now(dt.UTC)
+    before = dt.datetime.now(dt.UTC) - dt.timedelta(milliseconds=1)  # stored at millisecond precision
     await harness.client.get(
         "/mtracking.gif",
         params={
@@ -164,3 +164,17 @@ async def test_clickthrough_attribution_is_stored(harness):
     await harness.pixel(page_url="p", ct=ct)
     hit = await harness.db.hits.find_one()
     assert hit["clickthrough"] == {"source": "email", "source_id": "4", "email": "4", "stat": "abc"}
+
+
+async def test_last_active_follows_the_visits(harness):
+    contacts = harness.services.storage.contacts
+    await harness.pixel(page_url="first")
+    contact = await harness.db.contacts.find_one()
+    stale = contact["last_active"] - dt.timedelta(minutes=5)
+    await harness.db.contacts.update_one({"_id": contact["_id"]}, {"$set": {"last_active": stale}})
+    await harness.pixel(page_url="second")
+    second = await harness.db.hits.find_one({"url": "second"})
+    assert (await contacts.get(contact["_id"]))["last_active"] == second["occurred_at"]
+    # Within a minute, a hit that changes nothing else does not rewrite the contact.
+    await harness.pixel(page_url="third")
+    assert (await contacts.get(contact["_id"]))["last_active"] == second["occurred_at"]
