@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 AnonymizeMode = Literal["off", "truncate", "drop"]
+N = TypeVar("N", int, float)
 
 
 class SettingsError(ValueError):
@@ -103,23 +104,20 @@ class Settings:
                 return False
             raise SettingsError(f"{name} must be true or false, not {value!r}")
 
-        def integer(name: str, default: int) -> int:
+        def converted(name: str, default: N, kind: Callable[[str], N], what: str) -> N:
             value = text(name)
             if value is None:
                 return default
             try:
-                return int(value)
+                return kind(value)
             except ValueError:
-                raise SettingsError(f"{name} must be an integer, not {value!r}") from None
+                raise SettingsError(f"{name} must be {what}, not {value!r}") from None
+
+        def integer(name: str, default: int) -> int:
+            return converted(name, default, int, "an integer")
 
         def number(name: str, default: float) -> float:
-            value = text(name)
-            if value is None:
-                return default
-            try:
-                return float(value)
-            except ValueError:
-                raise SettingsError(f"{name} must be a number, not {value!r}") from None
+            return converted(name, default, float, "a number")
 
         def items(name: str) -> tuple[str, ...]:
             return tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
