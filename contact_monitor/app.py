@@ -23,6 +23,7 @@ from ingest import routes as ingest_routes
 from ingest.cors import CORSMiddleware
 from ingest.pipeline import IngestPipeline
 from ingest.useragent import warm_up
+from mtc_js import routes as tracker_routes
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ def create_app(settings: Settings) -> Starlette:
             await storage.close()
 
     return Starlette(
-        routes=[*ingest_routes.routes, Route("/health", health)],
+        routes=[*ingest_routes.routes, *tracker_routes.routes, Route("/health", health)],
         middleware=[Middleware(CORSMiddleware, allowed_origins=settings.cors_origins)],
         lifespan=lifespan,
     )

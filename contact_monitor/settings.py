@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeVar
+from urllib.parse import urlsplit
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 AnonymizeMode = Literal["off", "truncate", "drop"]
@@ -29,6 +30,7 @@ class Settings:
     redis_prefix: str = "cm:"
     data_dir: Path = Path("./data")
     cors_origins: tuple[str, ...] = ()
+    public_url: str | None = None
     cookie_secure: bool = True
     cookie_domain: str | None = None
     trusted_proxies: tuple[IPNetwork, ...] = ()
@@ -143,6 +145,15 @@ class Settings:
         if anonymize not in ("off", "truncate", "drop"):
             raise SettingsError(f"CM_ANONYMIZE_IP must be off, truncate or drop, not {anonymize!r}")
 
+        public_url = text("CM_PUBLIC_URL")
+        if public_url is not None:
+            parts = urlsplit(public_url)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path.strip("/"):
+                raise SettingsError(
+                    f"CM_PUBLIC_URL must look like https://track.example.com, not {public_url!r}"
+                )
+            public_url = f"{parts.scheme}://{parts.netloc}"
+
         return cls(
             mongodb_uri=text("CM_MONGODB_URI"),
             mongodb_db=text("CM_MONGODB_DB") or "contact_monitor",
@@ -150,6 +161,7 @@ class Settings:
             redis_prefix=env.get("CM_REDIS_PREFIX", "cm:"),
             data_dir=Path(text("CM_DATA_DIR") or "./data"),
             cors_origins=items("CM_CORS_ORIGINS"),
+            public_url=public_url,
             cookie_secure=flag("CM_COOKIE_SECURE", True),
             cookie_domain=text("CM_COOKIE_DOMAIN"),
             trusted_proxies=tuple(proxies),

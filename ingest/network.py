@@ -38,6 +38,11 @@ def _trusted(address: IPAddress, proxies: Iterable[IPNetwork]) -> bool:
     return any(address.version == net.version and address in net for net in proxies)
 
 
+def is_trusted_peer(peer: str | None, proxies: tuple[IPNetwork, ...]) -> bool:
+    address = parse_ip(peer)
+    return address is not None and _trusted(address, proxies)
+
+
 def client_ip(
     peer: str | None, headers: Mapping[str, str], proxies: tuple[IPNetwork, ...]
 ) -> IPAddress | None:

@@ -1,1 +1,1 @@
-"""The website tracker served at /mtc.js (issue: mtc.js). Not built yet."""
+"""The website tracker: `mtc.js` (readable, commented, no build step) served at /mtc.js."""

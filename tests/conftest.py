@@ -123,7 +123,14 @@ class Harness:
             "root_path": "",
             "client": ("203.0.113.10", 50000),
             "server": ("track.example.com", 443),
-            "headers": [(b"host", b"track.example.com"), (b"user-agent", CHROME.encode()), *headers],
+            "headers": [
+                *(
+                    (name, value)
+                    for name, value in ((b"host", b"track.example.com"), (b"user-agent", CHROME.encode()))
+                    if name not in {n for n, _ in headers}
+                ),
+                *headers,
+            ],
         }
         messages = [{"type": "http.request", "body": body, "more_body": False}]
         sent: list[dict[str, Any]] = []

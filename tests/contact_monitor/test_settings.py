@@ -71,3 +71,10 @@ def test_create_app_needs_both_uris():
 
     with pytest.raises(SettingsError, match="contact-monitor serve"):
         create_app(Settings())
+
+
+def test_public_url():
+    assert Settings.from_env({"CM_PUBLIC_URL": "https://track.example.com/"}).public_url == "https://track.example.com"
+    for bad in ("track.example.com", "ftp://x.test", "https://x.test/sub/path"):
+        with pytest.raises(SettingsError, match="CM_PUBLIC_URL"):
+            Settings.from_env({"CM_PUBLIC_URL": bad})

@@ -1,0 +1,260 @@
+"""Every website snippet of contact-monitoring.md, verbatim, in a real Chromium against the real server."""
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+TITLE = "Some Cool Product"
+
+
+def page_with(tracker, body="", calls="mt('send', 'pageview');", title=TITLE):
+    return f"<!doctype html><html><head><title>{title}</title></head><body>{body}{tracker.loader(calls)}</body></html>"
+
+
+def open_tracked(context, url, endpoint="/mtc/event"):
+    """Open a page and wait until the tracker answered (the hit is stored before the answer)."""
+    page = context.new_page()
+    with page.expect_response(lambda r: endpoint in r.url and r.request.method != "OPTIONS") as answer:
+        page.goto(url)
+    assert answer.value.status == 200
+    return page
+
+
+def test_loader_snippet_records_the_page_view(tracker, site, context):
+    site.pages["/start.html"] = '<!doctype html><a id="go" href="/product.html">go</a>'
+    site.pages["/product.html"] = page_with(tracker)
+    page = context.new_page()
+    page.goto(site.url("/start.html"))
+    with page.expect_response(lambda r: "/mtc/event" in r.url and r.request.method == "POST") as answer:
+        page.click("#go")
+    body = answer.value.json()
+
+    hit = tracker.db.hits.find_one()
+    assert hit["url"] == site.url("/product.html")
+    assert hit["title"] == TITLE
+    assert hit["referrer"] == site.url("/start.html")
+    assert hit["language"] == page.evaluate("navigator.language")
+    assert hit["endpoint"] == "event" and hit["counter"] == 0
+    assert hit["contact_id"] == body["id"] and hit["device_id"] == body["device_id"]
+    fingerprint = hit["fingerprint"]
+    assert len(fingerprint["hash"]) == 28
+    assert fingerprint["resolution"] == page.evaluate("screen.width + 'x' + screen.height")
+    assert fingerprint["timezone_offset"] == page.evaluate("new Date().getTimezoneOffset()")
+    assert fingerprint["platform"] == "Linux"
+    assert fingerprint["adblock"] is False and fingerprint["do_not_track"] is False
+    assert hit["timezone"] == page.evaluate("Intl.DateTimeFormat().resolvedOptions().timeZone")
+    assert hit["user_agent"]["browser"] in ("Headless Chrome", "Chrome")
+    device = tracker.db.devices.find_one({"_id": body["device_id"]})
+    assert device["fingerprint"]["hash"] == fingerprint["hash"]
+    # The first-party cookie of the user document, for the site's own server-side code.
+    cookies = {c["name"]: c["value"] for c in context.cookies(site.url("/"))}
+    assert cookies["mtc_id"] == body["id"]
+    assert page.evaluate("localStorage.getItem('mautic_device_id')") == body["device_id"]
+
+
+def test_fingerprint_is_stable_across_page_loads(tracker, site, context):
+    site.pages["/a.html"] = page_with(tracker)
+    open_tracked(context, site.url("/a.html"))
+    open_tracked(context, site.url("/a.html"))
+    hashes = {h["fingerprint"]["hash"] for h in tracker.db.hits.find()}
+    assert len(hashes) == 1
+
+
+def test_custom_parameters(tracker, site, context):
+    tracker.make_public("email", "firstname")
+    site.pages["/p.html"] = page_with(
+        tracker, calls="mt('send', 'pageview', {email: 'my@email.com', firstname: 'John'});"
+    )
+    open_tracked(context, site.url("/p.html"))
+    contact = tracker.db.contacts.find_one()
+    assert contact["fields"]["email"] == "my@email.com"
+    assert contact["fields"]["firstname"] == "John"
+    assert contact["anonymous"] is False
+
+
+def test_custom_parameters_are_ignored_unless_publicly_updatable(tracker, site, context):
+    site.pages["/p.html"] = page_with(
+        tracker, calls="mt('send', 'pageview', {email: 'my@email.com', firstname: 'John'});"
+    )
+    open_tracked(context, site.url("/p.html"))
+    assert "email" not in tracker.db.contacts.find_one()["fields"]
+
+
+def test_load_event(tracker, site, context):
+    tracker.make_public("email", "firstname")
+    calls = (
+        "mt('send', 'pageview', {email: 'my@email.com', firstname: 'John'}, "
+        '{onload: function() { alert("Tracking request is loaded"); }});'
+    )
+    site.pages["/load.html"] = page_with(tracker, calls=calls)
+    page = context.new_page()
+    with page.expect_event("dialog") as dialog:
+        page.goto(site.url("/load.html"))
+    assert dialog.value.message == "Tracking request is loaded"
+    dialog.value.accept()
+    assert tracker.db.hits.count_documents({}) == 1  # recorded before onload ran
+
+
+CALLBACKS = """
+    function redirect() { window.location.href = '/thanks.html'; }
+    mt('send', 'pageview', {}, {
+        onload: function() {
+            redirect();
+        },
+        onerror: function() {
+            redirect();
+        }
+    });
+"""
+
+
+def test_onload_callback_of_2_2_0(tracker, site, context):
+    site.pages["/cb.html"] = page_with(tracker, calls=CALLBACKS)
+    site.pages["/thanks.html"] = "<!doctype html><title>Thanks</title>"
+    page = context.new_page()
+    page.goto(site.url("/cb.html"))
+    page.wait_for_url(site.url("/thanks.html"))
+    assert tracker.db.hits.find_one()["url"] == site.url("/cb.html")
+
+
+def test_onerror_fires_when_the_server_is_down(tracker, site, context):
+    calls = """
+        mt('send', 'pageview', {}, {
+            onload: function() { window.outcome = 'load'; },
+            onerror: function() { window.outcome = 'error'; }
+        });
+    """
+    site.pages["/down.html"] = page_with(tracker, calls=calls)
+    page = context.new_page()
+    page.goto(site.url("/down.html"))  # the script itself loads; then the server "goes down"
+    page.wait_for_function("window.mt && window.mt.version")
+    page.route("**/mtc/event", lambda route: route.abort())
+    page.route("**/mtracking.gif*", lambda route: route.abort())
+    page.evaluate(
+        "mt('send', 'pageview', {}, {onload: function() { window.second = 'load'; },"
+        " onerror: function() { window.second = 'error'; }})"
+    )
+    page.wait_for_function("window.second !== undefined")
+    assert page.evaluate("window.second") == "error"
+    assert tracker.db.hits.count_documents({}) == 1  # only the page view from before the outage
+
+
+def test_onerror_with_the_server_down_from_the_start(tracker, site, context):
+    calls = "mt('send', 'pageview', {}, {onload: function() { window.outcome = 'load'; }, onerror: function() { window.outcome = 'error'; }});"
+    site.pages["/down.html"] = page_with(tracker, calls=calls)
+    page = context.new_page()
+    page.route("**/mtc/event", lambda route: route.abort())
+    page.route("**/mtracking.gif*", lambda route: route.abort())
+    page.goto(site.url("/down.html"))
+    page.wait_for_function("window.outcome !== undefined")
+    assert page.evaluate("window.outcome") == "error"
+    assert tracker.db.hits.count_documents({}) == 0
+
+
+def test_image_fallback_calls_onload_too(tracker, site, context):
+    calls = (
+        "mt('send', 'pageview', {page_title: 'via image'}, {onload: function(r) { window.outcome = r; }});"
+    )
+    site.pages["/img.html"] = page_with(tracker, calls=calls)
+    page = context.new_page()
+    page.route("**/mtc/event", lambda route: route.abort())
+    page.goto(site.url("/img.html"))
+    page.wait_for_function("window.outcome !== undefined")
+    assert page.evaluate("window.outcome") == {"image": True}
+    hit = tracker.db.hits.find_one()
+    assert hit["endpoint"] == "pixel" and hit["title"] == "via image"
+    assert len(hit["fingerprint"]["hash"]) == 28
+
+
+def test_pageviews_keep_their_order(tracker, site, context):
+    calls = "".join(f"mt('send', 'pageview', {{page_title: 'view {i}'}});" for i in range(5))
+    calls += "mt('send', 'pageview', {page_title: 'last'}, {onload: function() { window.done = true; }});"
+    site.pages["/many.html"] = page_with(tracker, calls=calls)
+    page = context.new_page()
+    page.goto(site.url("/many.html"))
+    page.wait_for_function("window.done === true")
+    page.evaluate(
+        "mt('send', 'pageview', {page_title: 'after load'}, {onload: function() { window.after = true; }})"
+    )
+    page.wait_for_function("window.after === true")
+    hits = list(tracker.db.hits.find().sort("occurred_at", 1))
+    assert [h["title"] for h in hits] == [*(f"view {i}" for i in range(5)), "last", "after load"]
+    assert [h["counter"] for h in hits] == list(range(7))
+    assert len({h["contact_id"] for h in hits}) == 1
+
+
+def test_html_img_pixel_snippet(tracker, site, context):
+    tracker.make_public("email")
+    img = (
+        f'<img src="{tracker.url}/mtracking.gif?page_url=http%3a%2f%2fyourdomain.com%2fyour-product-page'
+        '&page_title=Some%20Cool%20Product&email=user%40theirdomain.com&tags=ProductA,-ProductB" '
+        'style="display: none;"  alt="mautic is open source marketing automation" />'
+    )
+    site.pages["/img-snippet.html"] = f"<!doctype html><title>x</title>{img}"
+    open_tracked(context, site.url("/img-snippet.html"), endpoint="/mtracking.gif")
+    hit = tracker.db.hits.find_one()
+    assert (hit["url"], hit["title"]) == ("http://yourdomain.com/your-product-page", "Some Cool Product")
+    contact = tracker.db.contacts.find_one()
+    assert contact["fields"]["email"] == "user@theirdomain.com" and contact["tags"] == ["ProductA"]
+
+
+def test_javascript_pixel_snippet(tracker, site, context):
+    script = f"""<script>
+var mauticUrl = '{tracker.url}';
+var src = mauticUrl + '/mtracking.gif?page_url=' + encodeURIComponent(window.location.href) + '&page_title=' + encodeURIComponent(document.title);
+var img = document.createElement('img');
+img.style.width  = '1px';
+img.style.height  = '1px';
+img.style.display = 'none';
+img.src = src;
+var body = document.getElementsByTagName('body')[0];
+body.appendChild(img);
+</script>"""
+    site.pages["/js-pixel.html"] = (
+        f"<!doctype html><html><head><title>Über & more</title></head><body>{script}</body></html>"
+    )
+    open_tracked(context, site.url("/js-pixel.html?campaign=a&utm_source=news"), endpoint="/mtracking.gif")
+    hit = tracker.db.hits.find_one()
+    assert hit["url"] == site.url("/js-pixel.html?campaign=a&utm_source=news")
+    assert hit["title"] == "Über & more"
+    assert hit["utm"] == {"utm_source": "news"}
+
+
+def test_two_page_loads_are_one_contact_two_browsers_two(tracker, site, chromium):
+    site.pages["/a.html"] = page_with(tracker)
+    first, second = chromium.new_context(), chromium.new_context()
+    try:
+        open_tracked(first, site.url("/a.html"))
+        open_tracked(first, site.url("/a.html"))
+        open_tracked(second, site.url("/a.html"))
+    finally:
+        first.close()
+        second.close()
+    by_contact = {}
+    for hit in tracker.db.hits.find():
+        by_contact.setdefault(hit["contact_id"], []).append(hit)
+    assert sorted(len(hits) for hits in by_contact.values()) == [1, 2]
+    two = next(hits for hits in by_contact.values() if len(hits) == 2)
+    assert two[0]["date_left"] is not None  # time on page across the two loads
+
+
+def test_same_contact_when_third_party_cookies_do_not_flow(tracker, site, context):
+    """Served as 127.0.0.1 the site is another site than the tracker (localhost): the tracker's
+    SameSite=Lax cookies are not sent, and the device id in localStorage keeps the visitor."""
+    site.pages["/a.html"] = page_with(tracker)
+    open_tracked(context, site.url("/a.html", host="127.0.0.1"))
+    open_tracked(context, site.url("/a.html", host="127.0.0.1"))
+    assert tracker.db.contacts.count_documents({}) == 1
+    assert len({h["contact_id"] for h in tracker.db.hits.find()}) == 1
+    cookies = {c["name"]: c["value"] for c in context.cookies(site.url("/", host="127.0.0.1"))}
+    assert cookies["mtc_id"] == tracker.db.contacts.find_one()["_id"]
+
+
+def test_no_first_party_cookie_when_the_origin_is_not_allowed(tracker, foreign, context):
+    foreign.pages["/a.html"] = page_with(tracker)
+    open_tracked(context, foreign.url("/a.html", host="127.0.0.1"), endpoint="/mtracking.gif")
+    page_cookies = {c["name"] for c in context.cookies(foreign.url("/", host="127.0.0.1"))}
+    assert "mtc_id" not in page_cookies
+    hits = list(tracker.db.hits.find())
+    assert len(hits) == 1 and hits[0]["endpoint"] == "pixel"  # the refused POST recorded nothing
+    assert hits[0]["url"] == foreign.url("/a.html", host="127.0.0.1")
