@@ -16,11 +16,14 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from bson import ObjectId
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+
+if TYPE_CHECKING:
+    from contact_monitor.storage import Storage
 
 ActivityType = Literal[
     "page_hit",
@@ -102,3 +105,26 @@ class ActivityPublisher:
             log.exception("could not publish %d activities to %s", len(activities), self.stream_key)
             return []
         return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+
+
+# Stored in MongoDB by their own collection (hits), not in `activities`.
+_STORED_ELSEWHERE = frozenset({"page_hit", "contact_deleted"})
+
+
+class ActivityRecorder:
+    """Every activity is kept on the contact's timeline (`activities` collection; page hits are in
+    `hits`) and then appended to the stream."""
+
+    def __init__(self, storage: Storage, publisher: ActivityPublisher) -> None:
+        self.storage = storage
+        self.publisher = publisher
+
+    async def record(self, activities: Sequence[Activity], contact: Mapping[str, Any] | None) -> list[str]:
+        await self.storage.activities.insert_many(
+            [
+                {"contact_id": a.contact_id, "type": a.type, "occurred_at": a.occurred_at, "data": {**a.data}}
+                for a in activities
+                if a.type not in _STORED_ELSEWHERE
+            ]
+        )
+        return await self.publisher.publish(activities, contact)

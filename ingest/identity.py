@@ -114,6 +114,7 @@ class IdentityResolver:
         await storage.contacts.record_merge(loser["_id"], winner["_id"], now)
         devices = await storage.devices.move(loser["_id"], winner["_id"])
         hits = await storage.hits.move(loser["_id"], winner["_id"])
+        await storage.activities.move(loser["_id"], winner["_id"])
         merged = await storage.contacts.absorb(winner, loser, now)
         await storage.contacts.delete(loser["_id"])
         await storage.audit.log(

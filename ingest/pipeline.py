@@ -16,7 +16,7 @@ from typing import Any, Literal
 from bson import ObjectId
 from pymongo.errors import DuplicateKeyError
 
-from contact_monitor.activity import Activity, ActivityPublisher
+from contact_monitor.activity import Activity, ActivityPublisher, ActivityRecorder
 from contact_monitor.settings import Settings
 from contact_monitor.storage import Storage
 from ingest.fields import (
@@ -112,6 +112,7 @@ class IngestPipeline:
         self.settings = settings
         self.storage = storage
         self.publisher = publisher
+        self.recorder = ActivityRecorder(storage, publisher)
         self.registry = FieldRegistry(storage, settings.field_cache_seconds)
         self.identity = IdentityResolver(storage, track_by_ip=settings.track_by_ip)
 
@@ -191,7 +192,7 @@ class IngestPipeline:
                     {"device_id": device["_id"], "hit_id": str(hit_id), "hit": public_hit(hit_doc)},
                 )
             )
-        await self.publisher.publish(activities, contact)
+        await self.recorder.record(activities, contact)
         return outcome
 
     async def apply_changes(

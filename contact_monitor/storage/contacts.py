@@ -169,5 +169,36 @@ class ContactRepository:
         # An empty array would be indexed (and collide) in the sparse unique index: remove it.
         await self.contacts.update_many({"ids": {"$size": 0}}, {"$unset": {"ids": ""}})
 
+    async def many(self, ids: Iterable[str]) -> dict[str, Document]:
+        return {doc["_id"]: doc async for doc in self.contacts.find({"_id": {"$in": list(ids)}})}
+
+    async def search(
+        self, query: Mapping[str, Any], *, after: tuple[dt.datetime, str] | None, limit: int
+    ) -> list[Document]:
+        """Contacts matching `query`, most recently active first, after the cursor (last_active, id)."""
+        full: Document = dict(query)
+        if after is not None:
+            at, key = after
+            page = {"$or": [{"last_active": {"$lt": at}}, {"last_active": at, "_id": {"$lt": key}}]}
+            full = {"$and": [full, page]} if full else page
+        cursor = (
+            self.contacts.find(full).sort([("last_active", DESCENDING), ("_id", DESCENDING)]).limit(limit)
+        )
+        return [doc async for doc in cursor]
+
+    async def count(self, query: Mapping[str, Any]) -> int:
+        return await self.contacts.count_documents(dict(query))
+
+    async def tag_counts(self) -> list[tuple[str, int]]:
+        pipeline: list[Document] = [
+            {"$unwind": "$tags"},
+            {"$group": {"_id": "$tags", "count": {"$sum": 1}}},
+            {"$sort": {"_id": 1}},
+        ]
+        return [(doc["_id"], doc["count"]) async for doc in await self.contacts.aggregate(pipeline)]
+
+    async def delete_merge_records(self, winner_id: str) -> None:
+        await self.merges.delete_many({"$or": [{"winner_id": winner_id}, {"_id": winner_id}]})
+
     async def delete(self, contact_id: str) -> None:
         await self.contacts.delete_one({"_id": contact_id})

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+from contact_monitor.storage.activities import ActivityRepository
+from contact_monitor.storage.api_keys import ApiKeyRepository
 from contact_monitor.storage.audit import AuditRepository
 from contact_monitor.storage.contacts import ContactRepository
 from contact_monitor.storage.devices import DeviceRepository
@@ -36,11 +39,17 @@ class Storage:
     tags: TagRepository
     fields: FieldRepository
     audit: AuditRepository
+    activities: ActivityRepository
+    api_keys: ApiKeyRepository
 
     @classmethod
-    def connect(cls, uri: str, database: str) -> Storage:
+    def connect(cls, uri: str, database: str, *, event_listeners: Sequence[Any] = ()) -> Storage:
+        """`event_listeners`: PyMongo command/pool monitoring hooks (metrics, tests counting queries)."""
         client: AsyncMongoClient[Document] = AsyncMongoClient(
-            with_driver_options(uri), tz_aware=True, serverSelectionTimeoutMS=10_000
+            with_driver_options(uri),
+            tz_aware=True,
+            serverSelectionTimeoutMS=10_000,
+            event_listeners=list(event_listeners),
         )
         db = client[database]
         return cls(
@@ -52,10 +61,21 @@ class Storage:
             tags=TagRepository(db),
             fields=FieldRepository(db),
             audit=AuditRepository(db),
+            activities=ActivityRepository(db),
+            api_keys=ApiKeyRepository(db),
         )
 
     async def create_indexes(self) -> None:
-        for repository in (self.contacts, self.devices, self.hits, self.tags, self.fields, self.audit):
+        for repository in (
+            self.contacts,
+            self.devices,
+            self.hits,
+            self.tags,
+            self.fields,
+            self.audit,
+            self.activities,
+            self.api_keys,
+        ):
             await repository.create_indexes()
 
     async def close(self) -> None:

@@ -90,6 +90,22 @@ class DeviceRepository:
             update["last_hit_at"] = now
         await self.devices.update_one({"_id": tracking_id}, {"$set": update})
 
+    async def for_contacts(self, contact_ids: list[str]) -> dict[str, list[Document]]:
+        found: dict[str, list[Document]] = {contact_id: [] for contact_id in contact_ids}
+        async for device in self.devices.find({"contact_id": {"$in": contact_ids}}).sort(
+            "created_at", ASCENDING
+        ):
+            found.setdefault(device["contact_id"], []).append(device)
+        return found
+
+    async def contacts_with_fingerprint(self, fingerprint_hash: str, limit: int = 100) -> list[str]:
+        return [
+            str(c) for c in await self.devices.distinct("contact_id", {"fingerprint.hash": fingerprint_hash})
+        ][:limit]
+
+    async def delete_for_contact(self, contact_id: str) -> int:
+        return (await self.devices.delete_many({"contact_id": contact_id})).deleted_count
+
     async def move(self, from_contact: str, to_contact: str) -> int:
         result = await self.devices.update_many(
             {"contact_id": from_contact}, {"$set": {"contact_id": to_contact}}

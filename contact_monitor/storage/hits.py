@@ -14,6 +14,7 @@ A hit document (the data contract operators query for BI and backups):
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
@@ -51,6 +52,56 @@ class HitRepository:
 
     async def insert_utm(self, record: Document) -> None:
         await self.utm_records.insert_one(record)
+
+    async def for_contact(
+        self, contact_id: str, *, before: tuple[dt.datetime, Any] | None, limit: int
+    ) -> list[Document]:
+        """The contact's hits, newest first, after the cursor (occurred_at, _id) when given."""
+        return await self._page(self.hits, contact_id, before, limit)
+
+    async def utm_for_contact(
+        self, contact_id: str, *, before: tuple[dt.datetime, Any] | None, limit: int
+    ) -> list[Document]:
+        return await self._page(self.utm_records, contact_id, before, limit)
+
+    @staticmethod
+    async def _page(
+        collection: Any, contact_id: str, before: tuple[dt.datetime, Any] | None, limit: int
+    ) -> list[Document]:
+        query: Document = {"contact_id": contact_id}
+        if before is not None:
+            at, key = before
+            query["$or"] = [{"occurred_at": {"$lt": at}}, {"occurred_at": at, "_id": {"$lt": key}}]
+        cursor = collection.find(query).sort([("occurred_at", DESCENDING), ("_id", DESCENDING)]).limit(limit)
+        return [doc async for doc in cursor]
+
+    async def count_for_contact(self, contact_id: str) -> int:
+        return await self.hits.count_documents({"contact_id": contact_id})
+
+    async def latest_for_contacts(self, contact_ids: list[str]) -> dict[str, Document]:
+        """The newest hit of each contact, in one aggregation."""
+        pipeline: list[Document] = [
+            {"$match": {"contact_id": {"$in": contact_ids}}},
+            {"$sort": {"occurred_at": -1}},
+            {"$group": {"_id": "$contact_id", "hit": {"$first": "$$ROOT"}}},
+        ]
+        return {doc["_id"]: doc["hit"] async for doc in await self.hits.aggregate(pipeline)}
+
+    async def contacts_with_url(self, fragment: str, limit: int) -> list[str]:
+        """Contacts with a hit whose URL contains `fragment` (case-insensitive)."""
+        pattern = {"$regex": re.escape(fragment), "$options": "i"}
+        return [str(c) for c in (await self.hits.distinct("contact_id", {"url": pattern}))[:limit]]
+
+    async def contacts_with_utm(self, values: dict[str, str], limit: int) -> list[str]:
+        return [str(c) for c in (await self.utm_records.distinct("contact_id", values))[:limit]]
+
+    async def ips_for_contact(self, contact_id: str, limit: int = 100) -> list[str]:
+        return [str(ip) for ip in (await self.hits.distinct("ip", {"contact_id": contact_id})) if ip][:limit]
+
+    async def delete_for_contact(self, contact_id: str) -> tuple[int, int]:
+        hits = await self.hits.delete_many({"contact_id": contact_id})
+        utm = await self.utm_records.delete_many({"contact_id": contact_id})
+        return hits.deleted_count, utm.deleted_count
 
     async def move(self, from_contact: str, to_contact: str) -> int:
         moved = await self.hits.update_many(

@@ -74,7 +74,10 @@ def test_create_app_needs_both_uris():
 
 
 def test_public_url():
-    assert Settings.from_env({"CM_PUBLIC_URL": "https://track.example.com/"}).public_url == "https://track.example.com"
+    assert (
+        Settings.from_env({"CM_PUBLIC_URL": "https://track.example.com/"}).public_url
+        == "https://track.example.com"
+    )
     for bad in ("track.example.com", "ftp://x.test", "https://x.test/sub/path"):
         with pytest.raises(SettingsError, match="CM_PUBLIC_URL"):
             Settings.from_env({"CM_PUBLIC_URL": bad})
