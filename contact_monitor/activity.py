@@ -106,6 +106,29 @@ class ActivityPublisher:
             return []
         return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
 
+    async def erase(self, contact_ids: set[str], batch: int = 1000) -> int:
+        """Delete the stream entries of these contacts (GDPR erasure); returns how many."""
+        erased = 0
+        start = "-"
+        while True:
+            entries = await self.redis.xrange(self.stream_key, min=start, max="+", count=batch)
+            if not entries:
+                return erased
+            doomed: list[bytes | str] = []
+            for entry_id, fields in entries:
+                try:
+                    event = json.loads((fields or {}).get(b"event", b"{}"))
+                except ValueError:
+                    continue
+                if entry_id is None:
+                    continue
+                if event.get("contact_id") in contact_ids or event.get("merged_id") in contact_ids:
+                    doomed.append(entry_id)
+            if doomed:
+                erased += await self.redis.xdel(self.stream_key, *doomed)
+            last = entries[-1][0]
+            start = "(" + (last.decode() if isinstance(last, bytes) else str(last))
+
 
 # Stored in MongoDB by their own collection (hits), not in `activities`.
 _STORED_ELSEWHERE = frozenset({"page_hit", "contact_deleted"})
@@ -119,12 +142,21 @@ class ActivityRecorder:
         self.storage = storage
         self.publisher = publisher
 
-    async def record(self, activities: Sequence[Activity], contact: Mapping[str, Any] | None) -> list[str]:
-        await self.storage.activities.insert_many(
-            [
-                {"contact_id": a.contact_id, "type": a.type, "occurred_at": a.occurred_at, "data": {**a.data}}
-                for a in activities
-                if a.type not in _STORED_ELSEWHERE
-            ]
-        )
-        return await self.publisher.publish(activities, contact)
+    async def record(
+        self, activities: Sequence[Activity], contact: Mapping[str, Any] | None
+    ) -> list[dict[str, Any]]:
+        """Store, then publish; returns the stored timeline documents."""
+        documents = [
+            {
+                "_id": ObjectId(),
+                "contact_id": a.contact_id,
+                "type": a.type,
+                "occurred_at": a.occurred_at,
+                "data": {**a.data},
+            }
+            for a in activities
+            if a.type not in _STORED_ELSEWHERE
+        ]
+        await self.storage.activities.insert_many(documents)
+        await self.publisher.publish(activities, contact)
+        return documents

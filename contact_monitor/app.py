@@ -15,8 +15,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from api.app import graphql_routes
 from contact_monitor import __version__
-from contact_monitor.activity import ActivityPublisher
+from contact_monitor.activity import ActivityPublisher, ActivityRecorder
 from contact_monitor.settings import Settings, SettingsError
 from contact_monitor.storage import Storage
 from ingest import routes as ingest_routes
@@ -36,6 +37,7 @@ class Services:
     storage: Storage
     redis: Redis
     publisher: ActivityPublisher
+    recorder: ActivityRecorder
     pipeline: IngestPipeline
 
 
@@ -64,14 +66,20 @@ def create_app(settings: Settings) -> Starlette:
             await redis.ping()
             await asyncio.to_thread(warm_up)
             publisher = ActivityPublisher(redis, settings.stream_key, settings.stream_maxlen)
-            pipeline = IngestPipeline(settings, storage, publisher)
-            yield {"services": Services(settings, storage, redis, publisher, pipeline)}
+            recorder = ActivityRecorder(storage, publisher)
+            pipeline = IngestPipeline(settings, storage, recorder)
+            yield {"services": Services(settings, storage, redis, publisher, recorder, pipeline)}
         finally:
             await redis.aclose()
             await storage.close()
 
     return Starlette(
-        routes=[*ingest_routes.routes, *tracker_routes.routes, Route("/health", health)],
+        routes=[
+            *ingest_routes.routes,
+            *tracker_routes.routes,
+            *graphql_routes(settings.graphiql),
+            Route("/health", health),
+        ],
         middleware=[Middleware(CORSMiddleware, allowed_origins=settings.cors_origins)],
         lifespan=lifespan,
     )

@@ -14,6 +14,7 @@ from contact_monitor import __version__
 from contact_monitor.embedded import EmbeddedError, embedded_services
 from contact_monitor.settings import Settings, SettingsError
 from contact_monitor.storage import Storage
+from contact_monitor.storage.api_keys import ROLES, ApiKeyError
 from contact_monitor.storage.fields import FieldError
 from ingest.fields import FIELD_TYPES, FieldDefinition
 
@@ -71,6 +72,7 @@ async def _with_storage(settings: Settings, action: str, args: argparse.Namespac
         storage = Storage.connect(uri, settings.mongodb_db)
         try:
             await storage.fields.create_indexes()
+            await storage.api_keys.create_indexes()
             return await FIELD_ACTIONS[action](storage, args)
         finally:
             await storage.close()
@@ -152,7 +154,35 @@ async def fields_update(storage: Storage, args: argparse.Namespace) -> int:
     return 0
 
 
-FIELD_ACTIONS = {"list": fields_list, "create": fields_create, "update": fields_update}
+async def keys_create(storage: Storage, args: argparse.Namespace) -> int:
+    key = await storage.api_keys.create(args.name, args.role)
+    print(f"created key {args.name!r} with role {args.role}; it is shown only now:", file=sys.stderr)
+    print(key)
+    return 0
+
+
+async def keys_list(storage: Storage, args: argparse.Namespace) -> int:
+    print(f"{'NAME':<24} {'ROLE':<6} {'CREATED':<20} REVOKED")
+    for key in await storage.api_keys.all():
+        revoked = key["revoked_at"].strftime("%Y-%m-%d %H:%M:%S") if key.get("revoked_at") else "-"
+        print(f"{key['_id']:<24} {key['role']:<6} {key['created_at']:%Y-%m-%d %H:%M:%S}  {revoked}")
+    return 0
+
+
+async def keys_revoke(storage: Storage, args: argparse.Namespace) -> int:
+    await storage.api_keys.revoke(args.name)
+    print(f"revoked {args.name!r}", file=sys.stderr)
+    return 0
+
+
+FIELD_ACTIONS = {
+    "list": fields_list,
+    "create": fields_create,
+    "update": fields_update,
+    "key-create": keys_create,
+    "key-list": keys_list,
+    "key-revoke": keys_revoke,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -212,6 +242,26 @@ def build_parser() -> argparse.ArgumentParser:
     update.add_argument("--max-length", type=int)
     for sub in (listing, create, update):
         sub.set_defaults(handler=lambda args: asyncio.run(_with_storage(_settings(), args.action, args)))
+
+    keys = commands.add_parser("api-key", help="create, list and revoke GraphQL API keys")
+    key_actions = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
+    key_create = key_actions.add_parser(
+        "create", help="create a key; it is printed once, as the last line of standard output"
+    )
+    key_create.add_argument("--name", required=True, help="who or what uses the key, e.g. dashboard")
+    key_create.add_argument(
+        "--role",
+        required=True,
+        choices=ROLES,
+        help="read: query and subscribe; write: also change contacts; admin: also fields and forms",
+    )
+    key_list = key_actions.add_parser("list", help="list keys (never their values)")
+    key_revoke = key_actions.add_parser("revoke", help="revoke a key at once")
+    key_revoke.add_argument("name")
+    for sub, action in ((key_create, "key-create"), (key_list, "key-list"), (key_revoke, "key-revoke")):
+        sub.set_defaults(
+            handler=lambda args, action=action: asyncio.run(_with_storage(_settings(), action, args))
+        )
     return parser
 
 
@@ -220,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args))
-    except (SettingsError, FieldError, EmbeddedError) as exc:
+    except (SettingsError, FieldError, EmbeddedError, ApiKeyError) as exc:
         print(f"contact-monitor: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -42,6 +42,7 @@ class Settings:
     stream_maxlen: int = 100_000
     max_body_bytes: int = 64 * 1024
     field_cache_seconds: float = 2.0
+    graphiql: bool = False
     # Parsed form of do_not_track_ips, filled in __post_init__.
     _dnt_networks: tuple[IPNetwork, ...] = field(default=(), repr=False, compare=False)
     _dnt_patterns: tuple[str, ...] = field(default=(), repr=False, compare=False)
@@ -173,4 +174,5 @@ class Settings:
             stream_maxlen=integer("CM_STREAM_MAXLEN", 100_000),
             max_body_bytes=integer("CM_MAX_BODY_BYTES", 64 * 1024),
             field_cache_seconds=number("CM_FIELD_CACHE_SECONDS", 2.0),
+            graphiql=flag("CM_GRAPHIQL", False),
         )

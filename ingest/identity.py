@@ -117,6 +117,8 @@ class IdentityResolver:
         await storage.activities.move(loser["_id"], winner["_id"])
         merged = await storage.contacts.absorb(winner, loser, now)
         await storage.contacts.delete(loser["_id"])
+        if loser.get("ids"):  # only now: the unique index allowed one holder per key
+            await storage.contacts.adopt_ids(winner["_id"], loser["ids"])
         await storage.audit.log(
             "merge",
             now,

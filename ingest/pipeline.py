@@ -16,7 +16,7 @@ from typing import Any, Literal
 from bson import ObjectId
 from pymongo.errors import DuplicateKeyError
 
-from contact_monitor.activity import Activity, ActivityPublisher, ActivityRecorder
+from contact_monitor.activity import Activity, ActivityRecorder
 from contact_monitor.settings import Settings
 from contact_monitor.storage import Storage
 from ingest.fields import (
@@ -108,11 +108,10 @@ def submitted_fields(
 
 
 class IngestPipeline:
-    def __init__(self, settings: Settings, storage: Storage, publisher: ActivityPublisher) -> None:
+    def __init__(self, settings: Settings, storage: Storage, recorder: ActivityRecorder) -> None:
         self.settings = settings
         self.storage = storage
-        self.publisher = publisher
-        self.recorder = ActivityRecorder(storage, publisher)
+        self.recorder = recorder
         self.registry = FieldRegistry(storage, settings.field_cache_seconds)
         self.identity = IdentityResolver(storage, track_by_ip=settings.track_by_ip)
 

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from api.auth import bearer_token
 from ingest.cookies import CONTACT_COOKIE, DEVICE_COOKIE, set_tracking_cookies
 from ingest.hit import build_hit
 from ingest.network import client_ip, stored_ip
@@ -83,6 +84,12 @@ def collect_params(request: Request, body: bytes, limit: int) -> ParamsBuilder:
     return builder
 
 
+async def holds_api_key(request: Request, services: Services) -> bool:
+    """Like Mautic's logged-in users: requests made with a valid API key are never tracked."""
+    token = bearer_token(request.headers.get("authorization"))
+    return token is not None and await services.storage.api_keys.authenticate(token) is not None
+
+
 async def visit_from_request(
     request: Request, services: Services, endpoint: Endpoint, body: bytes
 ) -> tuple[Visit | None, list[str]]:
@@ -94,6 +101,8 @@ async def visit_from_request(
     peer = request.client.host if request.client else None
     address = client_ip(peer, headers, settings.trusted_proxies)
     reason = skip_reason(settings, method=request.method, headers=headers, user_agent=user_agent, ip=address)
+    if reason is None and await holds_api_key(request, services):
+        reason = "the request carries an API key (integrations are not visitors)"
     if reason is not None:
         return None, [*builder.warnings, f"not recorded: {reason}"]
     hit = build_hit(

@@ -1,1 +1,1 @@
-"""GraphQL resolvers over `contact_monitor.storage` (issue: GraphQL API). Not built yet."""
+"""GraphQL resolvers: read and change data through `contact_monitor.storage`, never `db[...]`."""

@@ -115,6 +115,41 @@ class ContactRepository:
         result = await self.contacts.update_one({"_id": contact_id}, update)
         return result.matched_count == 1
 
+    async def set_fields(
+        self,
+        contact_id: str,
+        *,
+        now: dt.datetime,
+        set_values: Mapping[str, object],
+        unset: Iterable[str] = (),
+        add_ids: Iterable[str] = (),
+        remove_ids: Iterable[str] = (),
+    ) -> None:
+        """Field changes from the API. New unique keys are added before old ones are pulled, so a
+        `DuplicateKeyError` leaves the contact unchanged."""
+        update: Document = {"$set": {"updated_at": now, **set_values}}
+        if unset_paths := list(unset):
+            update["$unset"] = dict.fromkeys(unset_paths, "")
+        if new := list(add_ids):
+            update["$addToSet"] = {"ids": {"$each": new}}
+        await self.contacts.update_one({"_id": contact_id}, update)
+        if old := [key for key in remove_ids if key not in new]:
+            await self.contacts.update_one({"_id": contact_id}, {"$pull": {"ids": {"$in": old}}})
+            await self.contacts.update_many({"_id": contact_id, "ids": {"$size": 0}}, {"$unset": {"ids": ""}})
+
+    async def adopt_ids(self, contact_id: str, keys: Iterable[str]) -> None:
+        """Give a merge survivor the unique keys of the contact merged into it (for aliases it lacks)."""
+        contact = await self.get(contact_id)
+        if contact is None:
+            return
+        held = {key.split(":", 1)[0] for key in contact.get("ids", [])}
+        missing = [key for key in keys if key.split(":", 1)[0] not in held]
+        if missing:
+            await self.contacts.update_one({"_id": contact_id}, {"$addToSet": {"ids": {"$each": missing}}})
+
+    async def merged_into(self, contact_id: str) -> list[str]:
+        return [doc["_id"] async for doc in self.merges.find({"winner_id": contact_id}, {"_id": 1})]
+
     async def latest_by_ip(self, ip: str) -> Document | None:
         cursor = self.contacts.find({"last_ip": ip}).sort("last_active", DESCENDING).limit(1)
         async for contact in cursor:

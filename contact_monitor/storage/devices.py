@@ -90,6 +90,9 @@ class DeviceRepository:
             update["last_hit_at"] = now
         await self.devices.update_one({"_id": tracking_id}, {"$set": update})
 
+    async def many(self, tracking_ids: list[str]) -> dict[str, Document]:
+        return {doc["_id"]: doc async for doc in self.devices.find({"_id": {"$in": tracking_ids}})}
+
     async def for_contacts(self, contact_ids: list[str]) -> dict[str, list[Document]]:
         found: dict[str, list[Document]] = {contact_id: [] for contact_id in contact_ids}
         async for device in self.devices.find({"contact_id": {"$in": contact_ids}}).sort(

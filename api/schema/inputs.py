@@ -1,0 +1,48 @@
+"""GraphQL inputs and enums."""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import Enum
+
+import strawberry
+
+
+@strawberry.input(description="A field value to match exactly (after the field's type conversion).")
+class FieldMatch:
+    alias: str
+    value: str
+
+
+@strawberry.input(description="Every given condition must hold.")
+class ContactFilter:
+    email: str | None = strawberry.field(default=None, description="Exact email, case-insensitive.")
+    tag: str | None = strawberry.field(default=None, description="Carries this tag (case-insensitive).")
+    identified: bool | None = strawberry.field(
+        default=None, description="true: identified contacts only; false: anonymous visitors only."
+    )
+    active_since: dt.datetime | None = strawberry.field(default=None, description="Last active at or after.")
+    url_contains: str | None = strawberry.field(
+        default=None, description="Visited a page whose URL contains this text (case-insensitive)."
+    )
+    utm_source: str | None = strawberry.field(default=None, description="Came with this utm_source.")
+    utm_campaign: str | None = strawberry.field(default=None, description="Came with this utm_campaign.")
+    field: FieldMatch | None = strawberry.field(default=None, description="A contact field has this value.")
+
+
+@strawberry.input(description="A contact by id, or by email (created when the email is new).", one_of=True)
+class ContactRef:
+    id: strawberry.ID | None = strawberry.UNSET
+    email: str | None = strawberry.UNSET
+
+
+@strawberry.enum(description="Kinds of timeline entries.")
+class TimelineType(Enum):
+    PAGE_HIT = "page_hit"
+    UTM_RECORDED = "utm_recorded"
+    TAGS_CHANGED = "tags_changed"
+    FIELDS_UPDATED = "fields_updated"
+    CONTACT_IDENTIFIED = "contact_identified"
+    CONTACT_MERGED = "contact_merged"
+    FORM_SUBMITTED = "form_submitted"
+    CUSTOM_ACTIVITY = "custom_activity"

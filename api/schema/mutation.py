@@ -1,0 +1,125 @@
+"""Mutation: change contacts (write role) and the field registry (admin role)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import strawberry
+from strawberry.scalars import JSON
+
+from api.errors import BadUserInput
+from api.schema.contact import Contact
+from api.schema.inputs import ContactRef
+from api.schema.query import field_of
+from api.schema.types import CustomActivity, Field, Info
+from contact_monitor.storage.fields import FieldError
+from resolvers import changes
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation(description="Create a contact field (admin).")
+    async def create_field(
+        self,
+        info: Info,
+        alias: str,
+        type: str = "text",
+        label: str | None = None,
+        publicly_updatable: bool = False,
+        unique: bool = False,
+        max_length: int = 191,
+    ) -> Field:
+        info.context.require("admin")
+        storage = info.context.services.storage
+        try:
+            field = await storage.fields.create(
+                alias,
+                type=type,
+                label=label,
+                publicly_updatable=publicly_updatable,
+                unique=unique,
+                max_length=max_length,
+            )
+        except FieldError as exc:
+            raise BadUserInput(str(exc)) from None
+        if field.unique:
+            await storage.contacts.index_unique_field(field.alias)
+        return field_of(field)
+
+    @strawberry.mutation(description="Change a field's flags, label or type (admin).")
+    async def update_field(
+        self,
+        info: Info,
+        alias: str,
+        publicly_updatable: bool | None = None,
+        unique: bool | None = None,
+        label: str | None = None,
+        type: str | None = None,
+    ) -> Field:
+        info.context.require("admin")
+        storage = info.context.services.storage
+        before = await storage.fields.get(alias)
+        try:
+            field = await storage.fields.update(
+                alias, publicly_updatable=publicly_updatable, unique=unique, label=label, type=type
+            )
+        except FieldError as exc:
+            raise BadUserInput(str(exc)) from None
+        if before is not None and before.unique != field.unique:
+            if field.unique:
+                await storage.contacts.index_unique_field(alias)
+            else:
+                await storage.contacts.unindex_unique_field(alias)
+        return field_of(field)
+
+    @strawberry.mutation(
+        description="Set field values ({alias: value}; null or an empty string removes one) (write)."
+    )
+    async def update_contact(self, info: Info, id: strawberry.ID, fields: JSON) -> Contact:
+        info.context.require("write")
+        return Contact(doc=await changes.update_fields(info.context.services, str(id), fields))  # type: ignore[arg-type]
+
+    @strawberry.mutation(description="Add and remove tags (write).")
+    async def tag_contact(
+        self, info: Info, id: strawberry.ID, add: list[str] | None = None, remove: list[str] | None = None
+    ) -> Contact:
+        info.context.require("write")
+        return Contact(doc=await changes.tag_contact(info.context.services, str(id), add, remove))
+
+    @strawberry.mutation(
+        description="Merge the loser into the winner; the loser's id resolves to the winner (write)."
+    )
+    async def merge_contacts(self, info: Info, winner_id: strawberry.ID, loser_id: strawberry.ID) -> Contact:
+        info.context.require("write")
+        return Contact(doc=await changes.merge_contacts(info.context.services, str(winner_id), str(loser_id)))
+
+    @strawberry.mutation(
+        description="Erase a contact and all its data, stream entries included (GDPR) (write)."
+    )
+    async def delete_contact(self, info: Info, id: strawberry.ID) -> bool:
+        info.context.require("write")
+        return await changes.erase_contact(info.context.services, str(id))
+
+    @strawberry.mutation(
+        description="Record other online activity (forum post, chat, code submission...) (write)."
+    )
+    async def record_activity(
+        self,
+        info: Info,
+        contact: ContactRef,
+        type: str,
+        properties: JSON | None = None,
+        occurred_at: dt.datetime | None = None,
+    ) -> CustomActivity:
+        info.context.require("write")
+        contact_id = None if contact.id in (None, strawberry.UNSET) else str(contact.id)
+        email = None if contact.email in (None, strawberry.UNSET) else str(contact.email)
+        doc = await changes.record_activity(
+            info.context.services,
+            contact_id=contact_id,
+            email=email,
+            activity_type=type,
+            properties=properties,
+            occurred_at=occurred_at,
+        )
+        return CustomActivity(doc=doc)

@@ -1,0 +1,86 @@
+"""Query: read contacts, tags, fields and fingerprint evidence (any role)."""
+
+from __future__ import annotations
+
+import strawberry
+
+from api.schema.contact import Contact, ContactConnection, ContactEdge
+from api.schema.inputs import ContactFilter
+from api.schema.types import Field, Info, PageInfo, Tag
+from ingest.fields import FieldDefinition
+from resolvers import contacts as read
+from resolvers.pagination import page_size
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="A contact by id (the mtc_id cookie); merged ids resolve to the survivor.")
+    async def contact(self, info: Info, id: strawberry.ID) -> Contact | None:
+        doc = await info.context.services.storage.contacts.resolve(str(id))
+        return Contact(doc=doc) if doc else None
+
+    @strawberry.field(description="The contact of a device tracking id (the mautic_device_id cookie).")
+    async def contact_by_device(self, info: Info, tracking_id: str) -> Contact | None:
+        doc = await read.contact_by_device(info.context.services.storage, tracking_id)
+        return Contact(doc=doc) if doc else None
+
+    @strawberry.field(description="Contacts matching the filter, most recently active first.")
+    async def contacts(
+        self,
+        info: Info,
+        filter: ContactFilter | None = None,
+        first: int | None = None,
+        after: str | None = None,
+    ) -> ContactConnection:
+        size = page_size(first)
+        storage = info.context.services.storage
+        f = filter or ContactFilter()
+        query = await read.contact_query(
+            storage,
+            email=f.email,
+            tag=f.tag,
+            identified=f.identified,
+            active_since=f.active_since,
+            url_contains=f.url_contains,
+            utm_source=f.utm_source,
+            utm_campaign=f.utm_campaign,
+            field_alias=f.field.alias if f.field else None,
+            field_value=f.field.value if f.field else None,
+        )
+        docs, more, total = await read.contacts_page(storage, query, first=size, after=after)
+        edges = [ContactEdge(cursor=read.contact_cursor(doc), node=Contact(doc=doc)) for doc in docs]
+        return ContactConnection(
+            total_count=total,
+            edges=edges,
+            page_info=PageInfo(has_next_page=more, end_cursor=edges[-1].cursor if edges else None),
+        )
+
+    @strawberry.field(
+        description="Contacts whose devices sent this fingerprint: possibly one person. Evidence only."
+    )
+    async def contacts_by_fingerprint(self, info: Info, hash: str) -> list[Contact]:
+        return [
+            Contact(doc=doc)
+            for doc in await read.contacts_by_fingerprint(info.context.services.storage, hash)
+        ]
+
+    @strawberry.field(description="Every tag with the number of contacts carrying it.")
+    async def tags(self, info: Info) -> list[Tag]:
+        counts = await info.context.services.storage.contacts.tag_counts()
+        return [Tag(name=name, contact_count=count) for name, count in counts]
+
+    @strawberry.field(description="The contact field registry.")
+    async def fields(self, info: Info) -> list[Field]:
+        return [field_of(f) for f in await info.context.services.storage.fields.all()]
+
+
+def field_of(definition: FieldDefinition) -> Field:
+    return Field(
+        alias=definition.alias,
+        label=definition.label,
+        type=definition.type,
+        publicly_updatable=definition.publicly_updatable,
+        unique=definition.unique,
+        core=definition.core,
+        max_length=definition.max_length,
+    )

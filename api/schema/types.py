@@ -1,0 +1,370 @@
+"""GraphQL object types. Each wraps the stored document; the descriptions are the API documentation
+users read in GraphiQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+import strawberry
+from strawberry.scalars import JSON
+
+from api.context import Context
+from ingest.utm import utm_icon, utm_title
+
+Document = dict[str, Any]
+Info = strawberry.Info[Context, None]
+
+
+@strawberry.type(description="Browser evidence from mtc.js. Never an identity by itself.")
+class Fingerprint:
+    hash: str | None = strawberry.field(description="Hash of stable browser components.")
+    resolution: str | None = strawberry.field(description="Screen size, WIDTHxHEIGHT.")
+    timezone_offset: int | None = strawberry.field(description="Minutes from UTC (getTimezoneOffset).")
+    platform: str | None = strawberry.field(description="Windows, MacOS, UNIX, Linux or Unknown OS.")
+    adblock: bool | None = strawberry.field(description="An ad blocker was detected.")
+    do_not_track: bool | None = strawberry.field(description="The browser asks not to be tracked.")
+
+    @classmethod
+    def of(cls, doc: Document | None) -> Fingerprint | None:
+        if not doc or not any(value is not None for value in doc.values()):
+            return None
+        return cls(
+            hash=doc.get("hash"),
+            resolution=doc.get("resolution"),
+            timezone_offset=doc.get("timezone_offset"),
+            platform=doc.get("platform"),
+            adblock=doc.get("adblock"),
+            do_not_track=doc.get("do_not_track"),
+        )
+
+
+@strawberry.type(description="A parsed user agent.")
+class UserAgent:
+    raw: str
+    client_type: str = strawberry.field(description="browser, mobile app, library, ...")
+    browser: str
+    browser_version: str
+    os: str
+    os_version: str
+    device_type: str = strawberry.field(description="desktop, smartphone, tablet, ...")
+    brand: str
+    model: str
+
+    @classmethod
+    def of(cls, doc: Document | None) -> UserAgent:
+        doc = doc or {}
+        return cls(
+            **{
+                name: str(doc.get(name) or "")
+                for name in (
+                    "raw",
+                    "client_type",
+                    "browser",
+                    "browser_version",
+                    "os",
+                    "os_version",
+                    "device_type",
+                    "brand",
+                    "model",
+                )
+            }
+        )
+
+
+@strawberry.type(description="UTM codes of a hit.")
+class Utm:
+    source: str | None
+    medium: str | None
+    campaign: str | None
+    content: str | None
+    term: str | None
+
+    @classmethod
+    def of(cls, doc: Document | None) -> Utm | None:
+        if not doc:
+            return None
+        return cls(
+            **{key: doc.get(f"utm_{key}") for key in ("source", "medium", "campaign", "content", "term")}
+        )
+
+
+@strawberry.type(description="A browser or app install of a contact (the mautic_device_id cookie).")
+class Device:
+    doc: strawberry.Private[Document]
+
+    @strawberry.field(description="The device tracking id.")
+    def tracking_id(self) -> str:
+        return str(self.doc["_id"])
+
+    @strawberry.field
+    def user_agent(self) -> UserAgent:
+        return UserAgent.of(self.doc.get("user_agent"))
+
+    @strawberry.field(description="The latest fingerprint evidence sent from this device.")
+    def fingerprint(self) -> Fingerprint | None:
+        return Fingerprint.of(self.doc.get("fingerprint"))
+
+    @strawberry.field
+    def created_at(self) -> dt.datetime:
+        return self.doc["created_at"]  # type: ignore[no-any-return]
+
+    @strawberry.field
+    def last_seen(self) -> dt.datetime:
+        return self.doc["last_seen"]  # type: ignore[no-any-return]
+
+
+@strawberry.type(description="A page view or app screen view.")
+class PageHit:
+    doc: strawberry.Private[Document]
+
+    @strawberry.field
+    def id(self) -> strawberry.ID:
+        return strawberry.ID(str(self.doc["_id"]))
+
+    @strawberry.field
+    def occurred_at(self) -> dt.datetime:
+        return self.doc["occurred_at"]  # type: ignore[no-any-return]
+
+    @strawberry.field(description="When the next hit of the same device arrived (within 30 minutes).")
+    def left_at(self) -> dt.datetime | None:
+        return self.doc.get("date_left")
+
+    @strawberry.field(description="Seconds until the next hit of the same device, when known.")
+    def time_on_page(self) -> float | None:
+        return self.doc.get("time_on_page")
+
+    @strawberry.field(description="The page URL, or the screen name an app sent.")
+    def url(self) -> str:
+        return str(self.doc.get("url") or "")
+
+    @strawberry.field
+    def title(self) -> str:
+        return str(self.doc.get("title") or "")
+
+    @strawberry.field
+    def referrer(self) -> str:
+        return str(self.doc.get("referrer") or "")
+
+    @strawberry.field
+    def language(self) -> str:
+        return str(self.doc.get("language") or "")
+
+    @strawberry.field
+    def utm(self) -> Utm | None:
+        return Utm.of(self.doc.get("utm"))
+
+    @strawberry.field
+    def user_agent(self) -> UserAgent:
+        return UserAgent.of(self.doc.get("user_agent"))
+
+    @strawberry.field(description="The device that sent the hit.")
+    async def device(self, info: Info) -> Device | None:
+        doc = await info.context.loaders.device.load(str(self.doc.get("device_id")))
+        return Device(doc=doc) if doc else None
+
+    @strawberry.field(description="The client IP (or its truncated prefix when anonymising).")
+    def ip(self) -> str | None:
+        return self.doc.get("ip")
+
+    @strawberry.field
+    def fingerprint(self) -> Fingerprint | None:
+        return Fingerprint.of(self.doc.get("fingerprint"))
+
+    @strawberry.field(description="Every parameter the hit carried.")
+    def query(self) -> JSON:
+        return JSON(self.doc.get("query") or {})
+
+
+@strawberry.type(description="UTM codes recorded with a hit. Title and icon follow the user document.")
+class UtmRecorded:
+    doc: strawberry.Private[Document]
+
+    @strawberry.field
+    def occurred_at(self) -> dt.datetime:
+        return self.doc["occurred_at"]  # type: ignore[no-any-return]
+
+    @strawberry.field(description="'UTM Campaign: <campaign>', or 'UTM tags recorded'.")
+    def title(self) -> str:
+        return utm_title(self.doc)
+
+    @strawberry.field(description="Font Awesome class from utm_medium (fa-envelope-o, fa-money, ...).")
+    def icon(self) -> str:
+        return utm_icon(self.doc)
+
+    @strawberry.field
+    def utm(self) -> Utm:
+        return Utm.of(self.doc) or Utm(source=None, medium=None, campaign=None, content=None, term=None)
+
+    @strawberry.field
+    def url(self) -> str:
+        return str(self.doc.get("url") or "")
+
+    @strawberry.field
+    def referrer(self) -> str:
+        return str(self.doc.get("referrer") or "")
+
+
+def _data(doc: Document) -> Document:
+    return doc.get("data") or {}
+
+
+@strawberry.type(description="Tags added to or removed from the contact.")
+class TagsChanged:
+    doc: strawberry.Private[Document]
+
+    @strawberry.field
+    def occurred_at(self) -> dt.datetime:
+        return self.doc["occurred_at"]  # type: ignore[no-any-return]
+
+    @strawberry.field
+    def added(self) -> list[str]:
+        return list(_data(self.doc).get("added", []))
+
+    @strawberry.field
+    def removed(self) -> list[str]:
+        return list(_data(self.doc).get("removed", []))
+
+
+@strawberry.type(description="Contact field values that changed.")
+class FieldsUpdated:
+    doc: strawberry.Private[Document]
+
+    @strawberry.field
+    def occurred_at(self) -> dt.datetime:
+        return self.doc["occurred_at"]  # type: ignore[no-any-return]
+
+    @strawberry.field(description="{alias: new value}; null means the value was removed.")
+    def fields(self) -> JSON:
+        return JSON(_data(self.doc).get("fields", {}))
+
+
+@strawberry.type(description="The contact stopped being anonymous.")
+class ContactIdentified:
+    doc: strawberry.Private[Document]
+
+    @strawberry.field
+    def occurred_at(self) -> dt.datetime:
+        return self.doc["occurred_at"]  # type: ignore[no-any-return]
+
+    @strawberry.field(description="email, firstname, lastname, company at that moment.")
+    def fields(self) -> JSON:
+        return JSON(_data(self.doc).get("fields", {}))
+
+
+@strawberry.type(description="Another contact was merged into this one; its id now resolves here.")
+class ContactMerged:
+    doc: strawberry.Private[Document]
+
+    @strawberry.field
+    def occurred_at(self) -> dt.datetime:
+        return self.doc["occurred_at"]  # type: ignore[no-any-return]
+
+    @strawberry.field(description="The id of the contact that was merged in (it no longer exists).")
+    def merged_id(self) -> strawberry.ID:
+        return strawberry.ID(str(_data(self.doc).get("merged_id", "")))
+
+    @strawberry.field
+    def hits_moved(self) -> int:
+        return int(_data(self.doc).get("hits_moved", 0))
+
+
+@strawberry.type(description="A form submission (recorded once /form/submit exists; none before).")
+class FormSubmitted:
+    doc: strawberry.Private[Document]
+
+    @strawberry.field
+    def occurred_at(self) -> dt.datetime:
+        return self.doc["occurred_at"]  # type: ignore[no-any-return]
+
+    @strawberry.field
+    def form_id(self) -> str:
+        return str(_data(self.doc).get("form_id", ""))
+
+    @strawberry.field
+    def values(self) -> JSON:
+        return JSON(_data(self.doc).get("values", {}))
+
+
+@strawberry.type(
+    description="Activity recorded through recordActivity: forum posts, chat, code submissions..."
+)
+class CustomActivity:
+    doc: strawberry.Private[Document]
+
+    @strawberry.field
+    def id(self) -> strawberry.ID:
+        return strawberry.ID(str(self.doc["_id"]))
+
+    @strawberry.field
+    def occurred_at(self) -> dt.datetime:
+        return self.doc["occurred_at"]  # type: ignore[no-any-return]
+
+    @strawberry.field(description="The caller's activity type, e.g. forum_post.")
+    def type(self) -> str:
+        return str(_data(self.doc).get("activity_type", ""))
+
+    @strawberry.field
+    def properties(self) -> JSON:
+        return JSON(_data(self.doc).get("properties") or {})
+
+
+TimelineEntry = Annotated[
+    PageHit
+    | UtmRecorded
+    | TagsChanged
+    | FieldsUpdated
+    | ContactIdentified
+    | ContactMerged
+    | FormSubmitted
+    | CustomActivity,
+    strawberry.union("TimelineEntry", description="One entry of a contact's timeline."),
+]
+
+
+@strawberry.type
+class PageInfo:
+    has_next_page: bool
+    end_cursor: str | None
+
+
+@strawberry.type
+class TimelineEdge:
+    cursor: str
+    node: TimelineEntry
+
+
+@strawberry.type(description="Timeline entries, newest first.")
+class TimelineConnection:
+    edges: list[TimelineEdge]
+    page_info: PageInfo
+
+
+@strawberry.type
+class PageHitEdge:
+    cursor: str
+    node: PageHit
+
+
+@strawberry.type
+class PageHitConnection:
+    total_count: int
+    edges: list[PageHitEdge]
+    page_info: PageInfo
+
+
+@strawberry.type(description="A tag and how many contacts carry it.")
+class Tag:
+    name: str
+    contact_count: int
+
+
+@strawberry.type(description="A contact field of the registry.")
+class Field:
+    alias: str
+    label: str
+    type: str = strawberry.field(description="text, email, number, boolean, date, datetime, url, tel, ...")
+    publicly_updatable: bool = strawberry.field(description="Tracking requests may set it.")
+    unique: bool = strawberry.field(description="Identifies a contact, like email.")
+    core: bool
+    max_length: int

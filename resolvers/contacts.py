@@ -1,0 +1,89 @@
+"""Reading contacts: by id, by device, by filter (a page at a time), by fingerprint."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from api.errors import BadUserInput
+from contact_monitor.storage import Storage
+from ingest.fields import FieldValueError, unique_key, validate_value
+from ingest.tags import clean_tag, tag_key
+from resolvers.pagination import decode_cursor, encode_cursor
+
+Document = dict[str, Any]
+# urlContains / utm filters first collect matching contact ids; past this many they are cut.
+MAX_FILTER_IDS = 10_000
+
+
+async def contact_query(
+    storage: Storage,
+    *,
+    email: str | None = None,
+    tag: str | None = None,
+    identified: bool | None = None,
+    active_since: dt.datetime | None = None,
+    url_contains: str | None = None,
+    utm_source: str | None = None,
+    utm_campaign: str | None = None,
+    field_alias: str | None = None,
+    field_value: str | None = None,
+) -> Document:
+    """The MongoDB query of a ContactFilter; every condition must hold."""
+    clauses: list[Document] = []
+    if email is not None:
+        clauses.append({"ids": unique_key("email", email.strip())})
+    if tag is not None:
+        names = await storage.tags.names([tag_key(clean_tag(tag))])
+        clauses.append({"tags": next(iter(names.values()), None)} if names else {"_id": {"$in": []}})
+    if identified is not None:
+        clauses.append({"anonymous": not identified})
+    if active_since is not None:
+        if active_since.tzinfo is None:
+            active_since = active_since.replace(tzinfo=dt.UTC)
+        clauses.append({"last_active": {"$gte": active_since}})
+    if url_contains:
+        clauses.append({"_id": {"$in": await storage.hits.contacts_with_url(url_contains, MAX_FILTER_IDS)}})
+    utm = {key: value for key, value in (("utm_source", utm_source), ("utm_campaign", utm_campaign)) if value}
+    if utm:
+        clauses.append({"_id": {"$in": await storage.hits.contacts_with_utm(utm, MAX_FILTER_IDS)}})
+    if field_alias is not None:
+        definition = await storage.fields.get(field_alias)
+        if definition is None:
+            raise BadUserInput(f"no contact field {field_alias!r}")
+        try:
+            value = validate_value(definition, field_value or "")
+        except FieldValueError as exc:
+            raise BadUserInput(f"field {field_alias!r}: {exc}") from None
+        clauses.append({f"fields.{field_alias}": value})
+    if not clauses:
+        return {}
+    return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+
+async def contacts_page(
+    storage: Storage, query: Document, *, first: int, after: str | None
+) -> tuple[list[Document], bool, int]:
+    """(contacts, has_next_page, total_count) for one page, most recently active first."""
+    cursor = decode_cursor(after, object_id=False)
+    page_after = (cursor[0], str(cursor[1])) if cursor else None
+    docs = await storage.contacts.search(query, after=page_after, limit=first + 1)
+    total = await storage.contacts.count(query)
+    return docs[:first], len(docs) > first, total
+
+
+def contact_cursor(doc: Document) -> str:
+    return encode_cursor(doc["last_active"], doc["_id"])
+
+
+async def contact_by_device(storage: Storage, tracking_id: str) -> Document | None:
+    device = await storage.devices.get(tracking_id)
+    if device is None:
+        return None
+    return await storage.contacts.resolve(device["contact_id"])
+
+
+async def contacts_by_fingerprint(storage: Storage, fingerprint_hash: str) -> list[Document]:
+    ids = await storage.devices.contacts_with_fingerprint(fingerprint_hash)
+    found = await storage.contacts.many(ids)
+    return sorted(found.values(), key=lambda doc: doc["last_active"], reverse=True)
