@@ -38,7 +38,8 @@ def error_response(status: int, message: str, code: str, headers: dict[str, str]
 class ContactMonitorGraphQL(GraphQL[Context, None]):
     async def get_context(self, request: Any, response: Any) -> Context:
         services: Services = request.state.services
-        key = request.scope[SCOPE_KEY]
+        # Absent only for the GraphiQL page itself, which runs no operation.
+        key = request.scope.get(SCOPE_KEY, {"name": "graphiql page", "role": "none"})
         return Context(
             services=services, role=key["role"], key_name=key["name"], request=request, response=response
         )

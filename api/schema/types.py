@@ -4,13 +4,16 @@ users read in GraphiQL."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
 from strawberry.scalars import JSON
 
 from api.context import Context
 from ingest.utm import utm_icon, utm_title
+
+if TYPE_CHECKING:
+    from api.schema.contact import Contact
 
 Document = dict[str, Any]
 Info = strawberry.Info[Context, None]
@@ -162,6 +165,13 @@ class PageHit:
     async def device(self, info: Info) -> Device | None:
         doc = await info.context.loaders.device.load(str(self.doc.get("device_id")))
         return Device(doc=doc) if doc else None
+
+    @strawberry.field(description="The contact the hit belongs to.")
+    async def contact(self, info: Info) -> Annotated[Contact, strawberry.lazy("api.schema.contact")] | None:
+        from api.schema.contact import Contact
+
+        doc = await info.context.loaders.contact.load(str(self.doc.get("contact_id")))
+        return Contact(doc=doc) if doc else None
 
     @strawberry.field(description="The client IP (or its truncated prefix when anonymising).")
     def ip(self) -> str | None:

@@ -1,0 +1,60 @@
+"""No N+1: a page of contacts with tags, last hit and devices costs a constant number of queries."""
+
+import dataclasses
+
+from pymongo import monitoring
+
+from api.context import Context
+from api.schema import schema
+from contact_monitor.storage import Storage
+
+PAGE = """query($first: Int) { contacts(first: $first) { totalCount edges { node {
+    id tags lastHit { url title } devices { trackingId fingerprint { hash } } } } } }"""
+
+
+class CommandCounter(monitoring.CommandListener):
+    def __init__(self) -> None:
+        self.commands: list[str] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.commands.append(event.command_name)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def count_queries(harness, first: int) -> tuple[int, list]:
+    counter = CommandCounter()
+    settings = harness.settings
+    storage = Storage.connect(settings.mongodb_uri, settings.mongodb_db, event_listeners=[counter])
+    try:
+        services = dataclasses.replace(harness.services, storage=storage)
+        await storage.db.command("ping")
+        counter.commands.clear()
+        result = await schema.execute(
+            PAGE,
+            variable_values={"first": first},
+            context_value=Context(services=services, role="read", key_name="t"),
+        )
+    finally:
+        await storage.close()
+    assert result.errors is None, result.errors
+    return len(counter.commands), result.data["contacts"]["edges"]
+
+
+async def test_a_page_of_50_costs_as_many_queries_as_a_page_of_5(harness):
+    for i in range(50):
+        async with harness.browser() as browser:
+            await harness.event(
+                browser, page_url=f"https://s.test/{i}", tags=f"t{i % 3}", fingerprint=f"fp{i}"
+            )
+    small, small_edges = await count_queries(harness, 5)
+    large, large_edges = await count_queries(harness, 50)
+    assert len(small_edges) == 5 and len(large_edges) == 50
+    assert all(edge["node"]["lastHit"]["url"].startswith("https://s.test/") for edge in large_edges)
+    assert all(edge["node"]["devices"][0]["fingerprint"]["hash"] for edge in large_edges)
+    assert large == small
+    assert large <= 5  # contacts page, count, devices batch, last-hit batch
