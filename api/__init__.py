@@ -1,1 +1,1 @@
-"""The authenticated GraphQL API (issue: GraphQL API). Not built yet: no route is mounted."""
+"""The authenticated GraphQL API at /graphql: `api.app` (HTTP, keys), `api.schema` (types)."""

@@ -212,3 +212,22 @@ def test_serve_on_the_embedded_default_keeps_data_across_restarts(tmp_path):
     finally:
         _stop(server, signal.SIGTERM)  # as a service manager stops it
     assert not redis_ready(redis_port) and not (tmp_path / STATE_FILE).exists()
+
+
+def test_api_key_create_list_revoke(cli_env, capsys):
+    code, out, err = run(capsys, "api-key", "create", "--name", "dashboard", "--role", "read")
+    key = out.strip().splitlines()[-1]
+    assert code == 0 and key.startswith("cm_") and len(key) > 40 and "shown only now" in err
+    code, out, _ = run(capsys, "api-key", "list")
+    assert code == 0 and "dashboard" in out and "read" in out and key not in out
+    assert run(capsys, "api-key", "revoke", "dashboard")[0] == 0
+    code, _, err = run(capsys, "api-key", "revoke", "dashboard")
+    assert code == 2 and "no active key named 'dashboard'" in err
+    code, _, err = run(capsys, "api-key", "create", "--name", "dashboard", "--role", "write")
+    assert code == 2 and "already exists" in err
+
+
+def test_api_key_role_is_checked_by_the_parser(cli_env, capsys):
+    with pytest.raises(SystemExit):
+        main(["api-key", "create", "--name", "x", "--role", "root"])
+    assert "invalid choice" in capsys.readouterr().err
