@@ -20,6 +20,7 @@ from contact_monitor import __version__
 from contact_monitor.activity import ActivityPublisher, ActivityRecorder
 from contact_monitor.settings import Settings, SettingsError
 from contact_monitor.storage import Storage
+from ingest import form_submit as form_routes
 from ingest import routes as ingest_routes
 from ingest.cors import CORSMiddleware
 from ingest.pipeline import IngestPipeline
@@ -76,6 +77,7 @@ def create_app(settings: Settings) -> Starlette:
     return Starlette(
         routes=[
             *ingest_routes.routes,
+            *form_routes.routes,
             *tracker_routes.routes,
             *graphql_routes(settings.graphiql),
             Route("/health", health),

@@ -38,7 +38,7 @@ Document = dict[str, Any]
 # A contact's `last_active` is rewritten at most this often when a hit changes nothing else: one
 # write less for most page views of a visit (hits keep exact times).
 LAST_ACTIVE_RESOLUTION = dt.timedelta(seconds=60)
-Endpoint = Literal["pixel", "event", "mtc"]
+Endpoint = Literal["pixel", "event", "mtc", "form"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +50,9 @@ class Visit:
     user_agent: UserAgent
     ip: str | None
     contact_cookie: str | None
+    # Form submissions: values of every mapped field (public or not), and the submission itself.
+    values: Mapping[str, FieldValue] | None = None
+    form: Mapping[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -125,8 +128,11 @@ class IngestPipeline:
         now = hit.occurred_at
         outcome = Outcome(warnings=list(hit.warnings))
         registry = await self.registry.get()
-        values, field_warnings = submitted_fields(hit.params, registry)
-        outcome.warnings.extend(field_warnings)
+        if visit.values is not None:
+            values = dict(visit.values)
+        else:
+            values, field_warnings = submitted_fields(hit.params, registry)
+            outcome.warnings.extend(field_warnings)
         unique = [unique_key(alias, value) for alias, value in values.items() if registry[alias].unique]
 
         for attempt in range(2):
@@ -153,7 +159,9 @@ class IngestPipeline:
         outcome.contact_id = contact["_id"]
         outcome.device_id = device["_id"]
 
-        if visit.endpoint != "mtc":
+        if visit.form is not None:
+            activities.append(Activity("form_submitted", contact["_id"], now, dict(visit.form)))
+        if visit.endpoint in ("pixel", "event"):
             hit_id = ObjectId()
             hit_doc = self.hit_document(hit_id, visit, contact["_id"], device["_id"])
             writes: list[Awaitable[object]] = [

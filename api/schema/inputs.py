@@ -46,3 +46,11 @@ class TimelineType(Enum):
     CONTACT_MERGED = "contact_merged"
     FORM_SUBMITTED = "form_submitted"
     CUSTOM_ACTIVITY = "custom_activity"
+
+
+@strawberry.input(description="A form field: its name in the posted data, and the contact field it fills.")
+class FormFieldInput:
+    name: str
+    label: str | None = None
+    contact_field: str | None = None
+    required: bool = False

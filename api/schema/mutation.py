@@ -7,12 +7,13 @@ import datetime as dt
 import strawberry
 from strawberry.scalars import JSON
 
-from api.errors import BadUserInput
+from api.errors import BadUserInput, NotFound
 from api.schema.contact import Contact
-from api.schema.inputs import ContactRef
-from api.schema.query import field_of
-from api.schema.types import CustomActivity, Field, Info
+from api.schema.inputs import ContactRef, FormFieldInput
+from api.schema.query import field_of, form_of
+from api.schema.types import CustomActivity, Field, FormType, Info
 from contact_monitor.storage.fields import FieldError
+from contact_monitor.storage.forms import FormError, FormField
 from resolvers import changes
 
 
@@ -71,6 +72,43 @@ class Mutation:
             else:
                 await storage.contacts.unindex_unique_field(alias)
         return field_of(field)
+
+    @strawberry.mutation(description="Create a form for /form/submit?formId=<id> (admin).")
+    async def create_form(
+        self,
+        info: Info,
+        name: str,
+        fields: list[FormFieldInput],
+        post_action: str = "message",
+        post_action_property: str = "Thank you!",
+    ) -> FormType:
+        info.context.require("admin")
+        storage = info.context.services.storage
+        aliases = {f.alias for f in await storage.fields.all()}
+        try:
+            form = await storage.forms.create(
+                name,
+                [
+                    FormField(
+                        f.name, f.label or f.name.replace("_", " ").capitalize(), f.contact_field, f.required
+                    )
+                    for f in fields
+                ],
+                contact_fields=aliases,
+                post_action=post_action,
+                post_action_property=post_action_property,
+            )
+        except FormError as exc:
+            raise BadUserInput(str(exc)) from None
+        return form_of(form)
+
+    @strawberry.mutation(description="Accept or refuse submissions of a form (admin).")
+    async def set_form_published(self, info: Info, id: int, published: bool) -> FormType:
+        info.context.require("admin")
+        form = await info.context.services.storage.forms.set_published(id, published)
+        if form is None:
+            raise NotFound(f"no form {id}")
+        return form_of(form)
 
     @strawberry.mutation(
         description="Set field values ({alias: value}; null or an empty string removes one) (write)."

@@ -6,7 +6,8 @@ import strawberry
 
 from api.schema.contact import Contact, ContactConnection, ContactEdge
 from api.schema.inputs import ContactFilter
-from api.schema.types import Field, Info, PageInfo, Tag
+from api.schema.types import Field, FormFieldType, FormType, Info, PageInfo, Tag
+from contact_monitor.storage.forms import Form
 from ingest.fields import FieldDefinition
 from resolvers import contacts as read
 from resolvers.pagination import page_size
@@ -69,6 +70,10 @@ class Query:
         counts = await info.context.services.storage.contacts.tag_counts()
         return [Tag(name=name, contact_count=count) for name, count in counts]
 
+    @strawberry.field(description="The forms /form/submit accepts.")
+    async def forms(self, info: Info) -> list[FormType]:
+        return [form_of(form) for form in await info.context.services.storage.forms.all()]
+
     @strawberry.field(description="The contact field registry.")
     async def fields(self, info: Info) -> list[Field]:
         return [field_of(f) for f in await info.context.services.storage.fields.all()]
@@ -83,4 +88,18 @@ def field_of(definition: FieldDefinition) -> Field:
         unique=definition.unique,
         core=definition.core,
         max_length=definition.max_length,
+    )
+
+
+def form_of(form: Form) -> FormType:
+    return FormType(
+        id=form.id,
+        name=form.name,
+        fields=[
+            FormFieldType(name=f.name, label=f.label, contact_field=f.contact_field, required=f.required)
+            for f in form.fields
+        ],
+        post_action=form.post_action,
+        post_action_property=form.post_action_property,
+        published=form.published,
     )

@@ -279,7 +279,7 @@ class ContactMerged:
         return int(_data(self.doc).get("hits_moved", 0))
 
 
-@strawberry.type(description="A form submission (recorded once /form/submit exists; none before).")
+@strawberry.type(description="A submission of a form to /form/submit.")
 class FormSubmitted:
     doc: strawberry.Private[Document]
 
@@ -288,10 +288,14 @@ class FormSubmitted:
         return self.doc["occurred_at"]  # type: ignore[no-any-return]
 
     @strawberry.field
-    def form_id(self) -> str:
-        return str(_data(self.doc).get("form_id", ""))
+    def form_id(self) -> int:
+        return int(_data(self.doc).get("form_id", 0))
 
     @strawberry.field
+    def form_name(self) -> str:
+        return str(_data(self.doc).get("form_name", ""))
+
+    @strawberry.field(description="The submitted values, by form field name.")
     def values(self) -> JSON:
         return JSON(_data(self.doc).get("values", {}))
 
@@ -378,3 +382,21 @@ class Field:
     unique: bool = strawberry.field(description="Identifies a contact, like email.")
     core: bool
     max_length: int
+
+
+@strawberry.type(description="A field of a form; contactField maps it to a contact field.")
+class FormFieldType:
+    name: str
+    label: str
+    contact_field: str | None
+    required: bool
+
+
+@strawberry.type(description="A form accepted at /form/submit?formId=<id>.")
+class FormType:
+    id: int
+    name: str
+    fields: list[FormFieldType]
+    post_action: str = strawberry.field(description="message, redirect or return.")
+    post_action_property: str = strawberry.field(description="The message, or the redirect URL.")
+    published: bool

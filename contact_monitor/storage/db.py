@@ -15,6 +15,7 @@ from contact_monitor.storage.audit import AuditRepository
 from contact_monitor.storage.contacts import ContactRepository
 from contact_monitor.storage.devices import DeviceRepository
 from contact_monitor.storage.fields import FieldRepository
+from contact_monitor.storage.forms import FormRepository
 from contact_monitor.storage.hits import HitRepository
 from contact_monitor.storage.tags import TagRepository
 
@@ -41,6 +42,7 @@ class Storage:
     audit: AuditRepository
     activities: ActivityRepository
     api_keys: ApiKeyRepository
+    forms: FormRepository
 
     @classmethod
     def connect(cls, uri: str, database: str, *, event_listeners: Sequence[Any] = ()) -> Storage:
@@ -63,6 +65,7 @@ class Storage:
             audit=AuditRepository(db),
             activities=ActivityRepository(db),
             api_keys=ApiKeyRepository(db),
+            forms=FormRepository(db),
         )
 
     async def create_indexes(self) -> None:
@@ -75,6 +78,7 @@ class Storage:
             self.audit,
             self.activities,
             self.api_keys,
+            self.forms,
         ):
             await repository.create_indexes()
 

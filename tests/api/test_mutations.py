@@ -163,3 +163,45 @@ async def test_field_admin_mutations(api):
     assert (await api(update, role="admin"))["updateField"] == {"label": "E-mail", "publiclyUpdatable": True}
     bad = await api.error('mutation { createField(alias: "x", type: "colour") { alias } }', role="admin")
     assert bad["extensions"]["code"] == "BAD_USER_INPUT"
+
+
+async def test_forms_through_the_api_and_on_the_timeline(api):
+    create = """mutation { createForm(name: "Newsletter", fields: [
+        {name: "email", contactField: "email", required: true}, {name: "topic", label: "Topic"}]) {
+        id name fields { name label contactField required } postAction published } }"""
+    assert (await api.error(create, role="write"))["extensions"]["code"] == "FORBIDDEN"
+    form = (await api(create, role="admin"))["createForm"]
+    assert form["fields"] == [
+        {"name": "email", "label": "Email", "contactField": "email", "required": True},
+        {"name": "topic", "label": "Topic", "contactField": None, "required": False},
+    ]
+    assert (await api("{ forms { id name } }"))["forms"] == [{"id": form["id"], "name": "Newsletter"}]
+    bad = await api.error(
+        'mutation { createForm(name: "x", fields: [{name: "a", contactField: "nope"}]) { id } }', role="admin"
+    )
+    assert bad["extensions"]["code"] == "BAD_USER_INPUT" and "nope" in bad["message"]
+
+    response = await api.harness.client.post(
+        f"/form/submit?formId={form['id']}&ajax=1",
+        data={
+            "mauticform[email]": "sub@example.com",
+            "mauticform[topic]": "python",
+            "mauticform[formId]": str(form["id"]),
+        },
+    )
+    contact_id = response.cookies["mtc_id"]
+    query = """query($id: ID!) { contact(id: $id) { email timeline(types: [FORM_SUBMITTED]) { edges { node {
+        ... on FormSubmitted { formId formName values } } } } } }"""
+    data = (await api(query, {"id": contact_id}))["contact"]
+    assert data["email"] == "sub@example.com"
+    assert data["timeline"]["edges"][0]["node"] == {
+        "formId": form["id"],
+        "formName": "Newsletter",
+        "values": {"email": "sub@example.com", "topic": "python"},
+    }
+    closed = await api(
+        f"mutation {{ setFormPublished(id: {form['id']}, published: false) {{ published }} }}", role="admin"
+    )
+    assert closed["setFormPublished"]["published"] is False
+    missing = await api.error("mutation { setFormPublished(id: 999, published: true) { id } }", role="admin")
+    assert missing["extensions"]["code"] == "NOT_FOUND"

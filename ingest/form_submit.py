@@ -1,0 +1,156 @@
+"""POST /form/submit?formId=N: a form post from a web page or a mobile app.
+
+The submitter is identified like a tracking request, with every mapped contact field (publicly
+updatable or not) and the rule of behaviour-decisions item 3: an existing, identified contact
+with the submitted email survives and the anonymous visitor is merged into it.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import re
+from typing import TYPE_CHECKING
+from urllib.parse import quote
+
+from pymongo.errors import PyMongoError
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from contact_monitor.storage.forms import Form
+from ingest.cookies import CONTACT_COOKIE, DEVICE_COOKIE
+from ingest.forms import Submission, read_submission, validate_submission
+from ingest.hit import build_hit
+from ingest.network import client_ip, stored_ip
+from ingest.pipeline import Visit
+from ingest.routes import BodyTooLarge, collect_params, now_ms, read_body, with_cookies
+from ingest.useragent import parse_user_agent
+
+if TYPE_CHECKING:
+    from contact_monitor.app import Services
+
+log = logging.getLogger(__name__)
+UNAVAILABLE = "This form is no longer available."
+
+
+def _wants_json(request: Request) -> bool:
+    accept = request.headers.get("accept", "")
+    return (
+        request.headers.get("x-requested-with", "").lower() == "xmlhttprequest"
+        or ("application/json" in accept and "text/html" not in accept)
+        or request.query_params.get("ajax") == "1"
+    )
+
+
+def _page(message: str, status: int = 200) -> HTMLResponse:
+    body = f"<!doctype html><meta charset=utf-8><title>Form</title><p>{html.escape(message)}</p>"
+    return HTMLResponse(body, status_code=status)
+
+
+def failure(
+    submission: Submission | None,
+    wants_json: bool,
+    *,
+    message: str,
+    errors: dict[str, str] | None = None,
+    form: Form | None = None,
+) -> Response:
+    if wants_json:
+        body: dict[str, object] = {"success": 0}
+        if errors:
+            body["validationErrors"] = errors
+        else:
+            body["errorMessage"] = message
+        return JSONResponse(body)
+    text = message if not errors else "Errors: " + " ".join(errors.values())
+    if submission is not None and submission.return_url:
+        separator = "&" if "?" in submission.return_url else "?"
+        anchor = "#" + re.sub(r"[^a-z0-9]", "", form.name.lower()) if form else ""
+        return RedirectResponse(f"{submission.return_url}{separator}mauticError={quote(text)}{anchor}", 302)
+    return _page(text, 400)
+
+
+def success(form: Form, submission: Submission, results: dict[str, str]) -> Response:
+    if submission.wants_json:
+        body: dict[str, object] = {"success": 1, "results": results}
+        if form.post_action == "redirect":
+            body["redirect"] = form.post_action_property
+        elif form.post_action_property:
+            body["successMessage"] = form.post_action_property
+        return JSONResponse(body)
+    if form.post_action == "redirect":
+        return RedirectResponse(form.post_action_property, 302)
+    if form.post_action == "return" and submission.return_url:
+        separator = "&" if "?" in submission.return_url else "?"
+        message = (
+            f"{separator}mauticMessage={quote(form.post_action_property)}"
+            if form.post_action_property
+            else ""
+        )
+        return RedirectResponse(submission.return_url + message, 302)
+    return _page(form.post_action_property or "Thank you!")
+
+
+async def form_submit(request: Request) -> Response:
+    services: Services = request.state.services
+    settings = services.settings
+    wants_json = _wants_json(request)
+    if request.method != "POST":
+        return (
+            failure(None, wants_json, message="Forms are submitted with POST.")
+            if wants_json
+            else _page("Forms are submitted with POST.", 405)
+        )
+    try:
+        body = await read_body(request, settings.max_body_bytes)
+    except BodyTooLarge:
+        response = failure(
+            None, wants_json, message=f"The submission is larger than {settings.max_body_bytes} bytes."
+        )
+        response.status_code = 413
+        return response
+    builder = collect_params(request, body, settings.max_body_bytes)
+    submission = read_submission(builder.params, wants_json=wants_json)
+    try:
+        form = (
+            await services.storage.forms.get(submission.form_id) if submission.form_id is not None else None
+        )
+        if form is None or not form.published:
+            return failure(submission, submission.wants_json, message=UNAVAILABLE)
+        registry = await services.pipeline.registry.get()
+        values, results, errors = validate_submission(form, submission, registry)
+        if errors:
+            return failure(
+                submission, submission.wants_json, message="Invalid submission", errors=errors, form=form
+            )
+        headers = request.headers
+        peer = request.client.host if request.client else None
+        address = client_ip(peer, headers, settings.trusted_proxies)
+        hit = build_hit(
+            builder.params,
+            now=now_ms(),
+            warnings=builder.warnings,
+            referer_header=submission.return_url or headers.get("referer"),
+            accept_language=headers.get("accept-language"),
+            device_cookie=request.cookies.get(DEVICE_COOKIE),
+        )
+        visit = Visit(
+            endpoint="form",
+            hit=hit,
+            user_agent=parse_user_agent(headers.get("user-agent", "")),
+            ip=stored_ip(address, settings.anonymize_ip),
+            contact_cookie=request.cookies.get(CONTACT_COOKIE),
+            values=values,
+            form={"form_id": form.id, "form_name": form.name, "values": results},
+        )
+        outcome = await services.pipeline.track(visit)
+    except PyMongoError:
+        log.exception("form submission could not be stored")
+        response = failure(submission, submission.wants_json, message="Please try again in a moment.")
+        response.status_code = 503
+        return response
+    return with_cookies(success(form, submission, results), request, outcome)
+
+
+routes = [Route("/form/submit", form_submit, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])]
