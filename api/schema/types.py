@@ -117,17 +117,22 @@ class Device:
         return self.doc["last_seen"]  # type: ignore[no-any-return]
 
 
-@strawberry.type(description="A page view or app screen view.")
-class PageHit:
+@strawberry.type
+class Entry:
+    """What every timeline entry has: the stored document and its time."""
+
     doc: strawberry.Private[Document]
 
+    @strawberry.field(description="When it happened (UTC).")
+    def occurred_at(self) -> dt.datetime:
+        return self.doc["occurred_at"]  # type: ignore[no-any-return]
+
+
+@strawberry.type(description="A page view or app screen view.")
+class PageHit(Entry):
     @strawberry.field
     def id(self) -> strawberry.ID:
         return strawberry.ID(str(self.doc["_id"]))
-
-    @strawberry.field
-    def occurred_at(self) -> dt.datetime:
-        return self.doc["occurred_at"]  # type: ignore[no-any-return]
 
     @strawberry.field(description="When the next hit of the same device arrived (within 30 minutes).")
     def left_at(self) -> dt.datetime | None:
@@ -187,13 +192,7 @@ class PageHit:
 
 
 @strawberry.type(description="UTM codes recorded with a hit. Title and icon follow the user document.")
-class UtmRecorded:
-    doc: strawberry.Private[Document]
-
-    @strawberry.field
-    def occurred_at(self) -> dt.datetime:
-        return self.doc["occurred_at"]  # type: ignore[no-any-return]
-
+class UtmRecorded(Entry):
     @strawberry.field(description="'UTM Campaign: <campaign>', or 'UTM tags recorded'.")
     def title(self) -> str:
         return utm_title(self.doc)
@@ -220,13 +219,7 @@ def _data(doc: Document) -> Document:
 
 
 @strawberry.type(description="Tags added to or removed from the contact.")
-class TagsChanged:
-    doc: strawberry.Private[Document]
-
-    @strawberry.field
-    def occurred_at(self) -> dt.datetime:
-        return self.doc["occurred_at"]  # type: ignore[no-any-return]
-
+class TagsChanged(Entry):
     @strawberry.field
     def added(self) -> list[str]:
         return list(_data(self.doc).get("added", []))
@@ -237,39 +230,21 @@ class TagsChanged:
 
 
 @strawberry.type(description="Contact field values that changed.")
-class FieldsUpdated:
-    doc: strawberry.Private[Document]
-
-    @strawberry.field
-    def occurred_at(self) -> dt.datetime:
-        return self.doc["occurred_at"]  # type: ignore[no-any-return]
-
+class FieldsUpdated(Entry):
     @strawberry.field(description="{alias: new value}; null means the value was removed.")
     def fields(self) -> JSON:
         return JSON(_data(self.doc).get("fields", {}))
 
 
 @strawberry.type(description="The contact stopped being anonymous.")
-class ContactIdentified:
-    doc: strawberry.Private[Document]
-
-    @strawberry.field
-    def occurred_at(self) -> dt.datetime:
-        return self.doc["occurred_at"]  # type: ignore[no-any-return]
-
+class ContactIdentified(Entry):
     @strawberry.field(description="email, firstname, lastname, company at that moment.")
     def fields(self) -> JSON:
         return JSON(_data(self.doc).get("fields", {}))
 
 
 @strawberry.type(description="Another contact was merged into this one; its id now resolves here.")
-class ContactMerged:
-    doc: strawberry.Private[Document]
-
-    @strawberry.field
-    def occurred_at(self) -> dt.datetime:
-        return self.doc["occurred_at"]  # type: ignore[no-any-return]
-
+class ContactMerged(Entry):
     @strawberry.field(description="The id of the contact that was merged in (it no longer exists).")
     def merged_id(self) -> strawberry.ID:
         return strawberry.ID(str(_data(self.doc).get("merged_id", "")))
@@ -280,13 +255,7 @@ class ContactMerged:
 
 
 @strawberry.type(description="A submission of a form to /form/submit.")
-class FormSubmitted:
-    doc: strawberry.Private[Document]
-
-    @strawberry.field
-    def occurred_at(self) -> dt.datetime:
-        return self.doc["occurred_at"]  # type: ignore[no-any-return]
-
+class FormSubmitted(Entry):
     @strawberry.field
     def form_id(self) -> int:
         return int(_data(self.doc).get("form_id", 0))
@@ -303,16 +272,10 @@ class FormSubmitted:
 @strawberry.type(
     description="Activity recorded through recordActivity: forum posts, chat, code submissions..."
 )
-class CustomActivity:
-    doc: strawberry.Private[Document]
-
+class CustomActivity(Entry):
     @strawberry.field
     def id(self) -> strawberry.ID:
         return strawberry.ID(str(self.doc["_id"]))
-
-    @strawberry.field
-    def occurred_at(self) -> dt.datetime:
-        return self.doc["occurred_at"]  # type: ignore[no-any-return]
 
     @strawberry.field(description="The caller's activity type, e.g. forum_post.")
     def type(self) -> str:
