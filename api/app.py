@@ -6,17 +6,20 @@ GraphQL-shaped error. GraphiQL (GET with Accept: text/html) is served only with 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import TYPE_CHECKING, Any
 
 from graphql import GraphQLError
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.types import ExecutionResult
+from strawberry.types.unset import UNSET, UnsetType
 
 from api.auth import bearer_token
 from api.context import Context
@@ -36,6 +39,18 @@ def error_response(status: int, message: str, code: str, headers: dict[str, str]
 
 
 class ContactMonitorGraphQL(GraphQL[Context, None]):
+    async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
+        """Websockets authenticate in `connection_init`: {"authorization": "Bearer <key>"}; a
+        missing or invalid key closes the socket with 4403 Forbidden."""
+        params = context.connection_params if isinstance(context.connection_params, dict) else {}
+        header = params.get("authorization") or params.get("Authorization")
+        token = bearer_token(header) if isinstance(header, str) else None
+        key = await context.services.storage.api_keys.authenticate(token) if token else None
+        if key is None:
+            raise ConnectionRejectionError()
+        context.role, context.key_name = key["role"], key["_id"]
+        return UNSET  # type: ignore[no-any-return]
+
     async def get_context(self, request: Any, response: Any) -> Context:
         services: Services = request.state.services
         # Absent only for the GraphiQL page itself, which runs no operation.
@@ -70,16 +85,23 @@ class ContactMonitorGraphQL(GraphQL[Context, None]):
 class GraphQLEndpoint:
     """Authenticates, then hands over to Strawberry."""
 
-    def __init__(self, graphiql: bool) -> None:
+    def __init__(self, graphiql: bool, dashboard_origins: tuple[str, ...]) -> None:
         self.graphiql = graphiql
         self.app = ContactMonitorGraphQL(
             schema,
             graphql_ide="graphiql" if graphiql else None,
             allow_queries_via_get=True,
+            # Only the current protocol: the legacy one let old clients skip the connect hook.
             subscription_protocols=("graphql-transport-ws",),
+            allowed_origins=dashboard_origins,
+            connection_init_wait_timeout=dt.timedelta(seconds=10),
+            max_subscriptions_per_connection=20,
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self.app(scope, receive, send)  # authenticated in connection_init (on_ws_connect)
+            return
         request = Request(scope, receive)
         if self.graphiql and request.method == "GET" and "text/html" in request.headers.get("accept", ""):
             await self.app(scope, receive, send)  # the IDE page itself; its queries carry the key
@@ -105,6 +127,6 @@ class GraphQLEndpoint:
         await self.app(scope, receive, send)
 
 
-def graphql_routes(graphiql: bool) -> list[Route]:
-    endpoint = GraphQLEndpoint(graphiql)
-    return [Route("/graphql", endpoint, methods=["GET", "POST"])]
+def graphql_routes(graphiql: bool, dashboard_origins: tuple[str, ...]) -> list[BaseRoute]:
+    endpoint = GraphQLEndpoint(graphiql, dashboard_origins)
+    return [Route("/graphql", endpoint, methods=["GET", "POST"]), WebSocketRoute("/graphql", endpoint)]

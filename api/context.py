@@ -23,6 +23,8 @@ class Context:
     # Strawberry's ASGI integration sets these when it builds the context.
     request: Any = None
     response: Any = None
+    # The websocket `connection_init` payload; `{"authorization": "Bearer <key>"}` authenticates.
+    connection_params: Any = None
 
     def __post_init__(self) -> None:
         self.loaders = Loaders(self.services.storage)

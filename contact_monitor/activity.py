@@ -38,6 +38,7 @@ ActivityType = Literal[
 ]
 
 log = logging.getLogger(__name__)
+ONLINE_RETENTION_SECONDS = 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +55,7 @@ class Activity:
                 "id": contact["_id"],
                 "email": contact.get("fields", {}).get("email"),
                 "anonymous": bool(contact.get("anonymous", True)),
+                "tags": list(contact.get("tags", [])),
             }
         body = {
             "type": self.type,
@@ -81,10 +83,12 @@ def _json_default(value: object) -> object:
 class ActivityPublisher:
     """Appends activities to the stream in one pipelined round trip per request."""
 
-    def __init__(self, redis: Redis, stream_key: str, maxlen: int) -> None:
+    def __init__(self, redis: Redis, stream_key: str, maxlen: int, online_key: str | None = None) -> None:
         self.redis = redis
         self.stream_key = stream_key
         self.maxlen = maxlen
+        # Sorted set contact id -> time of last page hit, for "visitors online" without MongoDB.
+        self.online_key = online_key
 
     async def publish(self, activities: Sequence[Activity], contact: Mapping[str, Any] | None) -> list[str]:
         """Returns the stream ids. A Redis outage is logged, never turned into a failed request:
@@ -100,11 +104,25 @@ class ActivityPublisher:
                         maxlen=self.maxlen,
                         approximate=True,
                     )
-                ids = await pipe.execute()
+                self._track_online(pipe, activities)
+                ids = (await pipe.execute())[: len(activities)]
         except RedisError:
             log.exception("could not publish %d activities to %s", len(activities), self.stream_key)
             return []
         return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+
+    def _track_online(self, pipe: Any, activities: Sequence[Activity]) -> None:
+        if self.online_key is None:
+            return
+        for activity in activities:
+            if activity.type == "page_hit":
+                now = activity.occurred_at.timestamp()
+                pipe.zadd(self.online_key, {activity.contact_id: now})
+                pipe.zremrangebyscore(self.online_key, "-inf", now - ONLINE_RETENTION_SECONDS)
+            elif activity.type == "contact_merged":
+                pipe.zrem(self.online_key, str(activity.data.get("merged_id")))
+            elif activity.type == "contact_deleted":
+                pipe.zrem(self.online_key, activity.contact_id)
 
     async def erase(self, contact_ids: set[str], batch: int = 1000) -> int:
         """Delete the stream entries of these contacts (GDPR erasure); returns how many."""

@@ -26,6 +26,7 @@ from ingest.cors import CORSMiddleware
 from ingest.pipeline import IngestPipeline
 from ingest.useragent import warm_up
 from mtc_js import routes as tracker_routes
+from subscriptions.hub import StreamHub
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ class Services:
     publisher: ActivityPublisher
     recorder: ActivityRecorder
     pipeline: IngestPipeline
+    hub: StreamHub
 
 
 async def health(request: Request) -> Response:
@@ -66,10 +68,17 @@ def create_app(settings: Settings) -> Starlette:
             await storage.create_indexes()
             await redis.ping()
             await asyncio.to_thread(warm_up)
-            publisher = ActivityPublisher(redis, settings.stream_key, settings.stream_maxlen)
+            publisher = ActivityPublisher(
+                redis, settings.stream_key, settings.stream_maxlen, settings.online_key
+            )
             recorder = ActivityRecorder(storage, publisher)
             pipeline = IngestPipeline(settings, storage, recorder)
-            yield {"services": Services(settings, storage, redis, publisher, recorder, pipeline)}
+            hub = StreamHub(redis, settings.stream_key, settings.subscription_queue)
+            await hub.start()
+            try:
+                yield {"services": Services(settings, storage, redis, publisher, recorder, pipeline, hub)}
+            finally:
+                await hub.stop()
         finally:
             await redis.aclose()
             await storage.close()
@@ -79,7 +88,7 @@ def create_app(settings: Settings) -> Starlette:
             *ingest_routes.routes,
             *form_routes.routes,
             *tracker_routes.routes,
-            *graphql_routes(settings.graphiql),
+            *graphql_routes(settings.graphiql, settings.dashboard_origins),
             Route("/health", health),
         ],
         middleware=[Middleware(CORSMiddleware, allowed_origins=settings.cors_origins)],

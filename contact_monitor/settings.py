@@ -43,6 +43,8 @@ class Settings:
     max_body_bytes: int = 64 * 1024
     field_cache_seconds: float = 2.0
     graphiql: bool = False
+    dashboard_origins: tuple[str, ...] = ()
+    subscription_queue: int = 1000
     # Parsed form of do_not_track_ips, filled in __post_init__.
     _dnt_networks: tuple[IPNetwork, ...] = field(default=(), repr=False, compare=False)
     _dnt_patterns: tuple[str, ...] = field(default=(), repr=False, compare=False)
@@ -57,6 +59,8 @@ class Settings:
             raise SettingsError(f"CM_ANONYMIZE_IP must be off, truncate or drop, not {self.anonymize_ip!r}")
         if self.stream_maxlen < 1:
             raise SettingsError("CM_STREAM_MAXLEN must be a positive integer")
+        if not 1 <= self.subscription_queue <= 1_000_000:
+            raise SettingsError("CM_SUBSCRIPTION_QUEUE must be between 1 and 1000000")
         if self.max_body_bytes < 1024:
             raise SettingsError("CM_MAX_BODY_BYTES must be at least 1024")
         networks: list[IPNetwork] = []
@@ -86,6 +90,11 @@ class Settings:
     def stream_key(self) -> str:
         """The Redis stream every stored activity is appended to."""
         return f"{self.redis_prefix}activity"
+
+    @property
+    def online_key(self) -> str:
+        """The Redis sorted set of contacts by time of their last page hit."""
+        return f"{self.redis_prefix}online"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -175,4 +184,6 @@ class Settings:
             max_body_bytes=integer("CM_MAX_BODY_BYTES", 64 * 1024),
             field_cache_seconds=number("CM_FIELD_CACHE_SECONDS", 2.0),
             graphiql=flag("CM_GRAPHIQL", False),
+            dashboard_origins=items("CM_DASHBOARD_ORIGINS"),
+            subscription_queue=integer("CM_SUBSCRIPTION_QUEUE", 1000),
         )

@@ -1,1 +1,2 @@
-"""Live activity subscriptions reading the `<prefix>activity` stream (issue: live activity). Not built yet."""
+"""Live activity: one reader per process follows the `<prefix>activity` stream and fans events out
+to bounded per-subscription queues (`hub`); `feed` adds filters, resume and markers."""

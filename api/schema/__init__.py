@@ -9,6 +9,7 @@ from strawberry.extensions import MaskErrors, ParserCache, QueryDepthLimiter, Va
 from api.errors import ApiError
 from api.schema.mutation import Mutation
 from api.schema.query import Query
+from api.schema.subscription import Subscription
 
 MAX_DEPTH = 10
 
@@ -22,6 +23,7 @@ def should_mask(error: GraphQLError) -> bool:
 schema = strawberry.Schema(
     query=Query,
     mutation=Mutation,
+    subscription=Subscription,
     # Factories, built per operation; the parser and validation caches live at module level.
     extensions=[
         lambda: ParserCache(maxsize=1000),

@@ -11,7 +11,7 @@ async def test_first_visit_publishes_created_then_page_hit(harness):
     assert [e["type"] for e in events] == ["contact_created", "page_hit"]
     hit = events[-1]
     assert hit["contact_id"] == body["id"] and hit["device_id"] == body["device_id"]
-    assert hit["contact"] == {"id": body["id"], "email": None, "anonymous": True}
+    assert hit["contact"] == {"id": body["id"], "email": None, "anonymous": True, "tags": []}
     assert hit["hit"]["url"] == "https://s.test/?utm_campaign=Spring&utm_source=x"
     assert hit["hit"]["title"] == "Home"
     assert hit["hit"]["utm"] == {"utm_campaign": "Spring", "utm_source": "x"}

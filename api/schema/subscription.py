@@ -1,0 +1,167 @@
+"""Subscription: live activity over websockets (graphql-transport-ws), filterable and resumable."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncGenerator
+from enum import Enum
+from typing import Any
+
+import strawberry
+
+from api.errors import BadUserInput
+from api.schema.types import Info, PageHit
+from subscriptions.feed import MAX_ONLINE_WINDOW, FeedItem, activity_feed, visitors_online
+from subscriptions.filters import EventFilter
+
+
+@strawberry.enum(description="Kinds of live activity; GAP and LAGGED are markers every subscription gets.")
+class ActivityType(Enum):
+    PAGE_HIT = "page_hit"
+    CONTACT_CREATED = "contact_created"
+    CONTACT_IDENTIFIED = "contact_identified"
+    CONTACT_MERGED = "contact_merged"
+    CONTACT_DELETED = "contact_deleted"
+    TAGS_CHANGED = "tags_changed"
+    FIELDS_UPDATED = "fields_updated"
+    FORM_SUBMITTED = "form_submitted"
+    CUSTOM_ACTIVITY = "custom_activity"
+    GAP = "gap"
+    LAGGED = "lagged"
+
+
+@strawberry.input(description="Every given condition must hold (markers always pass).")
+class ActivityFilter:
+    types: list[ActivityType] | None = None
+    contact_id: strawberry.ID | None = None
+    url_contains: str | None = strawberry.field(
+        default=None, description="Page hits whose URL contains this."
+    )
+    identified_only: bool = False
+    tag: str | None = strawberry.field(default=None, description="The contact carries this tag.")
+    utm_source: str | None = None
+    utm_campaign: str | None = None
+
+
+@strawberry.type(description="The contact an event is about, as it was then.")
+class ActivityContact:
+    id: strawberry.ID
+    email: str | None
+    is_anonymous: bool
+
+
+@strawberry.type(description="One live event, or a GAP / LAGGED marker.")
+class ActivityEvent:
+    item: strawberry.Private[FeedItem]
+
+    @strawberry.field(description="The stream id: pass it as `after` to resume right after this event.")
+    def cursor(self) -> str:
+        return self.item.cursor
+
+    @strawberry.field
+    def type(self) -> ActivityType:
+        if self.item.kind != "event":
+            return ActivityType(self.item.kind)
+        return ActivityType(str((self.item.event or {}).get("type")))
+
+    @strawberry.field
+    def occurred_at(self) -> dt.datetime:
+        raw = (self.item.event or {}).get("occurred_at")
+        return _time(raw) if raw else dt.datetime.now(dt.UTC)
+
+    @strawberry.field
+    def contact(self) -> ActivityContact | None:
+        event = self.item.event or {}
+        summary = event.get("contact") or ({"id": event["contact_id"]} if event.get("contact_id") else None)
+        if summary is None:
+            return None
+        return ActivityContact(
+            id=strawberry.ID(summary["id"]),
+            email=summary.get("email"),
+            is_anonymous=summary.get("anonymous", True),
+        )
+
+    @strawberry.field(description="The page hit, for PAGE_HIT events.")
+    def hit(self) -> PageHit | None:
+        hit = (self.item.event or {}).get("hit")
+        return PageHit(doc=_hit_document(hit)) if hit else None
+
+    @strawberry.field(description="Extra data of the event: fields, tags added/removed, form values...")
+    def data(self) -> strawberry.scalars.JSON:
+        skip = {"type", "contact_id", "occurred_at", "contact", "hit"}
+        return strawberry.scalars.JSON({k: v for k, v in (self.item.event or {}).items() if k not in skip})
+
+    @strawberry.field(description="LAGGED: how many events this subscription did not receive.")
+    def skipped(self) -> int | None:
+        return self.item.skipped if self.item.kind == "lagged" else None
+
+    @strawberry.field(description="GAP: the oldest cursor the stream still holds.")
+    def oldest_cursor(self) -> str | None:
+        return self.item.oldest_cursor
+
+
+def _time(raw: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+
+
+def _hit_document(hit: dict[str, Any]) -> dict[str, Any]:
+    doc = {("_id" if key == "id" else key): value for key, value in hit.items()}
+    for key in ("occurred_at", "date_left"):
+        if isinstance(doc.get(key), str):
+            doc[key] = _time(doc[key])
+    return doc
+
+
+def _event_filter(filter: ActivityFilter | None, *, page_hits_only: bool = False) -> EventFilter:
+    f = filter or ActivityFilter()
+    types = None if f.types is None else {t.value for t in f.types}
+    if page_hits_only:
+        types = {"page_hit"}
+    return EventFilter.of(
+        types,
+        contact_id=str(f.contact_id) if f.contact_id else None,
+        url_contains=f.url_contains,
+        identified_only=f.identified_only,
+        tag=f.tag,
+        utm_source=f.utm_source,
+        utm_campaign=f.utm_campaign,
+    )
+
+
+async def _feed(
+    info: Info, event_filter: EventFilter, after: str | None
+) -> AsyncGenerator[ActivityEvent, None]:
+    info.context.require("read")
+    services = info.context.services
+    try:
+        items = activity_feed(services.hub, services.redis, services.settings.stream_key, event_filter, after)
+        async for item in items:
+            yield ActivityEvent(item=item)
+    except ValueError as exc:
+        raise BadUserInput(f"invalid cursor: {exc}") from None
+
+
+@strawberry.type
+class Subscription:
+    @strawberry.subscription(description="Every activity as it happens; `after` resumes after a cursor.")
+    async def activity(
+        self, info: Info, filter: ActivityFilter | None = None, after: str | None = None
+    ) -> AsyncGenerator[ActivityEvent, None]:
+        async for event in _feed(info, _event_filter(filter), after):
+            yield event
+
+    @strawberry.subscription(description="Page hits only: the common dashboard case.")
+    async def live_visits(
+        self, info: Info, filter: ActivityFilter | None = None, after: str | None = None
+    ) -> AsyncGenerator[ActivityEvent, None]:
+        async for event in _feed(info, _event_filter(filter, page_hits_only=True), after):
+            yield event
+
+    @strawberry.subscription(description="Distinct contacts with a page hit in the last `window` seconds.")
+    async def visitors_online(self, info: Info, window: int = 300) -> AsyncGenerator[int, None]:
+        info.context.require("read")
+        if not 1 <= window <= MAX_ONLINE_WINDOW:
+            raise BadUserInput(f"window must be between 1 and {MAX_ONLINE_WINDOW} seconds")
+        services = info.context.services
+        async for count in visitors_online(services.redis, services.settings.online_key, window):
+            yield count

@@ -1,0 +1,151 @@
+"""StreamHub: the one reader of the activity stream in this process, fanning out to subscribers.
+
+Each subscriber has a bounded queue. When it is full, newer events are not queued: a single LAGGED
+marker counts them, in their place, so memory stays bounded and the order stays honest. The marker
+carries the id of the last event queued before the gap, so a client can fetch what it missed by
+resubscribing with `after` set to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+Event = dict[str, Any]
+
+
+def stream_id(value: str | bytes) -> tuple[int, int]:
+    """`1700000000000-3` as a comparable pair; `ValueError` for anything else."""
+    text = value.decode() if isinstance(value, bytes) else value
+    ms, _, seq = text.partition("-")
+    if not ms.isdigit() or (seq and not seq.isdigit()):
+        raise ValueError(f"not a stream id: {text!r}")
+    return int(ms), int(seq or 0)
+
+
+@dataclass
+class Lagged:
+    """Stands for the events a slow subscriber did not get."""
+
+    skipped: int
+    last_delivered: str | None
+
+
+class Subscriber:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.queue: deque[tuple[str, Event] | Lagged] = deque()
+        self.last_queued: str | None = None
+        self.ready = asyncio.Event()
+
+    def offer(self, entry_id: str, event: Event) -> None:
+        if len(self.queue) >= self.limit:
+            tail = self.queue[-1] if self.queue else None
+            if isinstance(tail, Lagged):
+                tail.skipped += 1
+            else:
+                self.queue.append(Lagged(1, self.last_queued))
+        else:
+            self.queue.append((entry_id, event))
+            self.last_queued = entry_id
+        self.ready.set()
+
+    async def get(self) -> tuple[str, Event] | Lagged:
+        while not self.queue:
+            self.ready.clear()
+            await self.ready.wait()
+        return self.queue.popleft()
+
+
+class StreamHub:
+    def __init__(self, redis: Redis, stream_key: str, queue_limit: int, block_ms: int = 1000) -> None:
+        self.redis = redis
+        self.stream_key = stream_key
+        self.queue_limit = queue_limit
+        self.block_ms = block_ms
+        self.subscribers: set[Subscriber] = set()
+        self.last_id = "$"
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        newest: Any = await self.redis.xrevrange(self.stream_key, count=1)
+        self.last_id = _text(newest[0][0]) if newest else "0-0"
+        self._task = asyncio.create_task(self._run(), name="activity-stream-reader")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    @contextlib.contextmanager
+    def subscribe(self) -> Iterator[Subscriber]:
+        subscriber = Subscriber(self.queue_limit)
+        self.subscribers.add(subscriber)
+        try:
+            yield subscriber
+        finally:
+            self.subscribers.discard(subscriber)
+
+    async def _run(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                response = await self.redis.xread(
+                    {self.stream_key: self.last_id}, count=500, block=self.block_ms
+                )
+                delay = 0.1
+            except RedisError:
+                log.warning("reading %s failed; retrying in %.1f s", self.stream_key, delay, exc_info=True)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            batches: list[Any] = list(response or [])
+            for _, entries in batches:
+                for raw_id, fields in entries:
+                    entry_id = _text(raw_id)
+                    self.last_id = entry_id
+                    event = parse(fields)
+                    if event is None:
+                        continue
+                    for subscriber in list(self.subscribers):
+                        subscriber.offer(entry_id, event)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def parse(fields: dict[Any, Any] | None) -> Event | None:
+    raw = (fields or {}).get(b"event") or (fields or {}).get("event")
+    try:
+        event = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    return event if isinstance(event, dict) else None
+
+
+async def history(
+    redis: Redis, stream_key: str, after: str, batch: int = 500
+) -> AsyncIterator[tuple[str, Event]]:
+    """Every entry after `after`, oldest first."""
+    start = f"({after}"
+    while True:
+        entries: Any = await redis.xrange(stream_key, min=start, max="+", count=batch)
+        if not entries:
+            return
+        for raw_id, fields in entries:
+            event = parse(fields)
+            if event is not None:
+                yield _text(raw_id), event
+        start = "(" + _text(entries[-1][0])
