@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -39,22 +39,20 @@ async def retention_gap(redis: Redis, stream_key: str, after: str) -> str | None
     first_id = first[0].decode() if isinstance(first[0], bytes) else str(first[0])
     if stream_id(after) >= stream_id(first_id):
         return None
-    deleted = info.get("max-deleted-entry-id")  # Redis >= 7: the newest id ever trimmed or deleted
-    if deleted is not None:
-        deleted_id = deleted.decode() if isinstance(deleted, bytes) else str(deleted)
-        if stream_id(after) >= stream_id(deleted_id):
-            return None
+    added = info.get("entries-added")  # Redis >= 7; without it, assume entries were trimmed
+    if added is not None and int(added) <= int(info.get("length", 0)):
+        return None  # nothing was ever trimmed or deleted
     return first_id
 
 
 async def activity_feed(
     hub: StreamHub, redis: Redis, stream_key: str, event_filter: EventFilter, after: str | None
-) -> AsyncIterator[FeedItem]:
+) -> AsyncGenerator[FeedItem, None]:
     """Every matching event after `after` still in the stream, then live ones: no gap, no
     duplicate (the live queue is open before the history is read; ids already sent are skipped)."""
     if after is not None:
         stream_id(after)  # ValueError for a malformed cursor, before anything is sent
-    with hub.subscribe() as subscriber:
+    async with hub.subscribe() as subscriber:
         last = after
         if after is not None:
             oldest = await retention_gap(redis, stream_key, after)
@@ -79,7 +77,7 @@ async def activity_feed(
                 yield FeedItem(cursor=entry_id, kind="event", event=event)
 
 
-async def visitors_online(redis: Redis, online_key: str, window: int) -> AsyncIterator[int]:
+async def visitors_online(redis: Redis, online_key: str, window: int) -> AsyncGenerator[int, None]:
     """Distinct contacts with a page hit in the last `window` seconds, when it changes (checked
     once a second, from the Redis sorted set the publisher maintains)."""
     last: int | None = None

@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,6 +76,9 @@ class StreamHub:
         self.subscribers: set[Subscriber] = set()
         self.last_id = "$"
         self._task: asyncio.Task[None] | None = None
+        # Notified when the reader advances or the subscribers change (for waiters such as tests
+        # and readiness checks).
+        self._changed = asyncio.Condition()
 
     async def start(self) -> None:
         newest: Any = await self.redis.xrevrange(self.stream_key, count=1)
@@ -88,14 +91,31 @@ class StreamHub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    @contextlib.contextmanager
-    def subscribe(self) -> Iterator[Subscriber]:
+    @contextlib.asynccontextmanager
+    async def subscribe(self) -> AsyncIterator[Subscriber]:
         subscriber = Subscriber(self.queue_limit)
         self.subscribers.add(subscriber)
+        await self._notify()
         try:
             yield subscriber
         finally:
             self.subscribers.discard(subscriber)
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def wait_for(self, predicate: Callable[[StreamHub], bool]) -> None:
+        """Until `predicate(hub)` holds: e.g. a subscriber count, or the reader past an id."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: predicate(self))
+
+    async def caught_up(self) -> None:
+        """Until the reader has fanned out every entry the stream holds now."""
+        newest: Any = await self.redis.xrevrange(self.stream_key, count=1)
+        if newest:
+            target = stream_id(_text(newest[0][0]))
+            await self.wait_for(lambda hub: hub.last_id != "$" and stream_id(hub.last_id) >= target)
 
     async def _run(self) -> None:
         delay = 0.1
@@ -120,6 +140,8 @@ class StreamHub:
                         continue
                     for subscriber in list(self.subscribers):
                         subscriber.offer(entry_id, event)
+            if batches:
+                await self._notify()
 
 
 def _text(value: Any) -> str:

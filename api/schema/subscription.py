@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from enum import Enum
 from typing import Any
 
@@ -134,9 +135,11 @@ async def _feed(
     info.context.require("read")
     services = info.context.services
     try:
-        items = activity_feed(services.hub, services.redis, services.settings.stream_key, event_filter, after)
-        async for item in items:
-            yield ActivityEvent(item=item)
+        feed = activity_feed(services.hub, services.redis, services.settings.stream_key, event_filter, after)
+        # aclosing: a client that unsubscribes must unregister from the hub now, not at garbage collection.
+        async with aclosing(feed) as items:
+            async for item in items:
+                yield ActivityEvent(item=item)
     except ValueError as exc:
         raise BadUserInput(f"invalid cursor: {exc}") from None
 
@@ -147,15 +150,17 @@ class Subscription:
     async def activity(
         self, info: Info, filter: ActivityFilter | None = None, after: str | None = None
     ) -> AsyncGenerator[ActivityEvent, None]:
-        async for event in _feed(info, _event_filter(filter), after):
-            yield event
+        async with aclosing(_feed(info, _event_filter(filter), after)) as events:
+            async for event in events:
+                yield event
 
     @strawberry.subscription(description="Page hits only: the common dashboard case.")
     async def live_visits(
         self, info: Info, filter: ActivityFilter | None = None, after: str | None = None
     ) -> AsyncGenerator[ActivityEvent, None]:
-        async for event in _feed(info, _event_filter(filter, page_hits_only=True), after):
-            yield event
+        async with aclosing(_feed(info, _event_filter(filter, page_hits_only=True), after)) as events:
+            async for event in events:
+                yield event
 
     @strawberry.subscription(description="Distinct contacts with a page hit in the last `window` seconds.")
     async def visitors_online(self, info: Info, window: int = 300) -> AsyncGenerator[int, None]:
@@ -163,5 +168,6 @@ class Subscription:
         if not 1 <= window <= MAX_ONLINE_WINDOW:
             raise BadUserInput(f"window must be between 1 and {MAX_ONLINE_WINDOW} seconds")
         services = info.context.services
-        async for count in visitors_online(services.redis, services.settings.online_key, window):
-            yield count
+        async with aclosing(visitors_online(services.redis, services.settings.online_key, window)) as counts:
+            async for count in counts:
+                yield count
