@@ -1,0 +1,165 @@
+"""The websocket protocol against real server processes: two of them sharing MongoDB and Redis."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+from pymongo import MongoClient
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from contact_monitor.embedded import free_port
+from tests.conftest import CHROME
+
+DASHBOARD = "http://dash.test"
+PROTOCOL = ["graphql-transport-ws"]
+
+
+@dataclass
+class Cluster:
+    ingest_url: str  # server A
+    ws_url: str  # server B
+    key: str
+
+
+def _start(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "contact_monitor.cli", "serve", "--port", str(port), "--log-level", "warning"],
+        env=env,
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        assert process.poll() is None, "server exited"
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def cluster(mongodb_uri: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    database = f"cmtest_ws_{uuid.uuid4().hex[:8]}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CM_")}
+    env.update(
+        {
+            "CM_MONGODB_URI": mongodb_uri,
+            "CM_MONGODB_DB": database,
+            "CM_REDIS_URL": redis_url,
+            "CM_REDIS_PREFIX": f"cmtest:{database}:",
+            "CM_DATA_DIR": str(tmp_path_factory.mktemp("ws")),
+            "CM_DASHBOARD_ORIGINS": DASHBOARD,
+            "CM_COOKIE_SECURE": "false",
+        }
+    )
+    ports = free_port(), free_port()
+    servers = [_start(env, port) for port in ports]
+    created = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "contact_monitor.cli",
+            "api-key",
+            "create",
+            "--name",
+            "dash",
+            "--role",
+            "read",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    try:
+        yield Cluster(
+            f"http://127.0.0.1:{ports[0]}",
+            f"ws://127.0.0.1:{ports[1]}/graphql",
+            created.stdout.strip().splitlines()[-1],
+        )
+    finally:
+        for server in servers:
+            server.terminate()
+            server.wait(30)
+        with MongoClient(mongodb_uri) as client:
+            client.drop_database(database)
+
+
+async def init(ws, key: str) -> dict:
+    await ws.send(json.dumps({"type": "connection_init", "payload": {"authorization": f"Bearer {key}"}}))
+    return json.loads(await ws.recv())
+
+
+async def test_a_hit_through_one_process_reaches_a_subscriber_of_the_other(cluster):
+    async with connect(cluster.ws_url, subprotocols=PROTOCOL, origin=DASHBOARD) as ws:
+        assert (await init(ws, cluster.key))["type"] == "connection_ack"
+        query = 'subscription { liveVisits(after: "0-0") { cursor type hit { url } contact { id } } }'
+        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": query}}))
+        latencies = []
+        async with httpx.AsyncClient(base_url=cluster.ingest_url, headers={"User-Agent": CHROME}) as browser:
+            for i in range(20):
+                url = f"https://s.test/{uuid.uuid4().hex}/{i}"
+                sent = time.perf_counter()
+                await browser.post("/mtc/event", data={"page_url": url})
+                while True:
+                    message = json.loads(await ws.recv())
+                    assert message["type"] == "next", message
+                    event = message["payload"]["data"]["liveVisits"]
+                    if event["hit"]["url"] == url:
+                        break
+                latencies.append(time.perf_counter() - sent)
+                assert event["type"] == "PAGE_HIT"
+        ms = sorted(x * 1000 for x in latencies)
+        print(f"ingest-to-delivery across processes: p50 {statistics.median(ms):.1f} ms, max {ms[-1]:.1f} ms")
+
+
+async def test_ping_pong(cluster):
+    async with connect(cluster.ws_url, subprotocols=PROTOCOL, origin=DASHBOARD) as ws:
+        await init(ws, cluster.key)
+        await ws.send(json.dumps({"type": "ping"}))
+        assert json.loads(await ws.recv())["type"] == "pong"
+
+
+@pytest.mark.parametrize("key", ["cm_invalid", "", None])
+async def test_invalid_key_closes_with_4403(cluster, key):
+    async with connect(cluster.ws_url, subprotocols=PROTOCOL, origin=DASHBOARD) as ws:
+        payload = {} if key is None else {"authorization": f"Bearer {key}"}
+        await ws.send(json.dumps({"type": "connection_init", "payload": payload}))
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.recv()
+        assert closed.value.rcvd.code == 4403
+
+
+async def test_subscribe_before_init_closes_with_4401(cluster):
+    async with connect(cluster.ws_url, subprotocols=PROTOCOL, origin=DASHBOARD) as ws:
+        query = "subscription { liveVisits { cursor } }"
+        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": query}}))
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.recv()
+        assert closed.value.rcvd.code == 4401
+
+
+async def test_other_origins_are_refused(cluster):
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(cluster.ws_url, subprotocols=PROTOCOL, origin="http://evil.test"):
+            pass
+    assert refused.value.response.status_code == 403
+
+
+async def test_legacy_protocol_is_not_offered(cluster):
+    async with connect(cluster.ws_url, subprotocols=["graphql-ws"], origin=DASHBOARD) as ws:
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.recv()
+    assert closed.value.rcvd.code == 4406  # Subprotocol not acceptable
