@@ -29,6 +29,7 @@ configuration (environment variables, all optional):
   CM_PUBLIC_URL        address browsers reach the server at, written into /mtc.js
   CM_COOKIE_SECURE     true (default) or false for plain-http development
   CM_GRAPHIQL          true: serve the GraphiQL IDE at /graphql
+  CM_DASHBOARD_ORIGINS browser origins allowed to open the /graphql websocket
   CM_TRUSTED_PROXIES, CM_ANONYMIZE_IP, CM_DO_NOT_TRACK_IPS, CM_RESPECT_DNT, ...: see README.md
 """
 
