@@ -34,8 +34,15 @@ UA = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
 QUERY = "subscription { liveVisits { cursor occurredAt hit { url } } }"
 
 
-async def subscriber(url: str, key: str, expected: int, latencies: list[float], ready: asyncio.Event,
-                     counter: list[int], done: asyncio.Event) -> None:
+async def subscriber(
+    url: str,
+    key: str,
+    expected: int,
+    latencies: list[float],
+    ready: asyncio.Event,
+    counter: list[int],
+    done: asyncio.Event,
+) -> None:
     async with connect(url, subprotocols=["graphql-transport-ws"], max_queue=None) as ws:
         await ws.send(json.dumps({"type": "connection_init", "payload": {"authorization": f"Bearer {key}"}}))
         assert json.loads(await ws.recv())["type"] == "connection_ack"
@@ -62,8 +69,10 @@ async def run(args: argparse.Namespace, base: str, key: str) -> None:
     latencies: list[float] = []
     ready, done = asyncio.Event(), asyncio.Event()
     counter = [0, args.subscribers, 0]
-    tasks = [asyncio.create_task(subscriber(ws_url, key, args.hits, latencies, ready, counter, done))
-             for _ in range(args.subscribers)]
+    tasks = [
+        asyncio.create_task(subscriber(ws_url, key, args.hits, latencies, ready, counter, done))
+        for _ in range(args.subscribers)
+    ]
     await asyncio.wait_for(ready.wait(), 60)
     # Subscriptions start asynchronously after "subscribe": give the server a moment to register them.
     await asyncio.sleep(1.0)
@@ -84,27 +93,41 @@ async def run(args: argparse.Namespace, base: str, key: str) -> None:
     ideal = args.subscribers * args.hits
     ordered = sorted(latencies)
     pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000  # noqa: E731
-    print(f"{args.subscribers} subscribers, {args.hits} hits ingested in {ingest_seconds:.1f} s "
-          f"({args.hits / ingest_seconds:.0f} hits/s)")
-    print(f"delivered {delivered} of {ideal} events ({delivered / ideal:.3f}) in {elapsed:.1f} s: "
-          f"{delivered / elapsed:.0f} events/s")
-    print(f"ingest-to-delivery latency: p50 {pick(0.5):.1f} ms, p90 {pick(0.9):.1f} ms, p99 {pick(0.99):.1f} ms")
+    print(
+        f"{args.subscribers} subscribers, {args.hits} hits ingested in {ingest_seconds:.1f} s "
+        f"({args.hits / ingest_seconds:.0f} hits/s)"
+    )
+    print(
+        f"delivered {delivered} of {ideal} events ({delivered / ideal:.3f}) in {elapsed:.1f} s: "
+        f"{delivered / elapsed:.0f} events/s"
+    )
+    print(
+        f"ingest-to-delivery latency: p50 {pick(0.5):.1f} ms, p90 {pick(0.9):.1f} ms, p99 {pick(0.99):.1f} ms"
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--subscribers", type=int, default=200)
     parser.add_argument("--hits", type=int, default=200)
     parser.add_argument("--rate", type=float, default=50.0, help="hits per second to ingest")
     args = parser.parse_args()
     data_dir = Path(tempfile.mkdtemp(prefix="cm-bench-live-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("CM_")}
-    env.update({"CM_DATA_DIR": str(data_dir), "CM_COOKIE_SECURE": "false",
-                "CM_SUBSCRIPTION_QUEUE": str(max(1000, args.hits * 2))})
+    env.update(
+        {
+            "CM_DATA_DIR": str(data_dir),
+            "CM_COOKIE_SECURE": "false",
+            "CM_SUBSCRIPTION_QUEUE": str(max(1000, args.hits * 2)),
+        }
+    )
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "contact_monitor.cli", "serve", "--port", str(port), "--log-level", "warning"],
-        env=env, cwd=ROOT,
+        env=env,
+        cwd=ROOT,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -115,8 +138,22 @@ def main() -> None:
             except httpx.HTTPError:
                 time.sleep(0.1)
         created = subprocess.run(
-            [sys.executable, "-m", "contact_monitor.cli", "api-key", "create", "--name", "bench", "--role", "read"],
-            env=env, cwd=ROOT, capture_output=True, text=True, check=True,
+            [
+                sys.executable,
+                "-m",
+                "contact_monitor.cli",
+                "api-key",
+                "create",
+                "--name",
+                "bench",
+                "--role",
+                "read",
+            ],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         asyncio.run(run(args, base, created.stdout.strip().splitlines()[-1]))
     finally:

@@ -103,6 +103,7 @@ def foreign() -> Iterator[Site]:
 class Tracker:
     url: str
     db: Database[dict[str, Any]]
+    read_key: str = ""
 
     def loader(self, calls: str = "mt('send', 'pageview');") -> str:
         return LOADER.format(tracker=self.url, calls=calls)
@@ -128,6 +129,7 @@ def tracker_server(
             "CM_CORS_ORIGINS": f"http://localhost:{site.port},http://127.0.0.1:{site.port}",
             "CM_COOKIE_SECURE": "false",
             "CM_FIELD_CACHE_SECONDS": "0",
+            "CM_DASHBOARD_ORIGINS": f"http://localhost:{site.port}",
         }
     )
     process = subprocess.Popen(
@@ -145,8 +147,25 @@ def tracker_server(
             pass
         assert time.monotonic() < deadline, "the tracker server did not start"
         time.sleep(0.1)
+    created = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "contact_monitor.cli",
+            "api-key",
+            "create",
+            "--name",
+            "dashboard",
+            "--role",
+            "read",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     client: MongoClient[dict[str, Any]] = MongoClient(mongodb_uri, tz_aware=True)
-    yield Tracker(url, client[database])
+    yield Tracker(url, client[database], created.stdout.strip().splitlines()[-1])
     process.terminate()
     process.wait(30)
     client.drop_database(database)
@@ -157,7 +176,7 @@ def tracker_server(
 def tracker(tracker_server: Tracker) -> Tracker:
     """The session's tracker with no data left by the previous test."""
     db = tracker_server.db
-    for name in ("contacts", "devices", "hits", "utm_records", "tags", "merges", "audit"):
+    for name in ("contacts", "devices", "hits", "utm_records", "tags", "merges", "audit", "activities"):
         db[name].delete_many({})
     db.fields.update_many({}, {"$set": {"publicly_updatable": False}})
     return tracker_server

@@ -258,3 +258,45 @@ def test_no_first_party_cookie_when_the_origin_is_not_allowed(tracker, foreign, 
     hits = list(tracker.db.hits.find())
     assert len(hits) == 1 and hits[0]["endpoint"] == "pixel"  # the refused POST recorded nothing
     assert hits[0]["url"] == foreign.url("/a.html", host="127.0.0.1")
+
+
+DASHBOARD = """<!doctype html><title>Dashboard</title><ul id="visits"></ul><script>
+const socket = new WebSocket("{ws}", "graphql-transport-ws");
+socket.onopen = () => socket.send(JSON.stringify({{type: "connection_init", payload: {{authorization: "Bearer {key}"}}}}));
+socket.onmessage = (message) => {{
+  const data = JSON.parse(message.data);
+  if (data.type === "connection_ack") {{
+    socket.send(JSON.stringify({{id: "visits", type: "subscribe", payload: {{
+      query: "subscription {{ liveVisits {{ cursor type contact {{ id }} hit {{ url title }} }} }}"}}}}));
+    window.subscribed = true;
+  }} else if (data.type === "next") {{
+    const item = document.createElement("li");
+    item.textContent = data.payload.data.liveVisits.hit.url;
+    document.getElementById("visits").appendChild(item);
+  }}
+}};
+</script>"""
+
+
+def test_a_dashboard_in_the_browser_shows_visits_live(tracker, site, chromium):
+    """The README's live-feed example: a visit on the site appears on the dashboard."""
+    ws = tracker.url.replace("http://", "ws://") + "/graphql"
+    site.pages["/dashboard.html"] = DASHBOARD.format(ws=ws, key=tracker.read_key)
+    site.pages["/shop.html"] = page_with(tracker, title="Shop")
+    dashboard_context, visitor_context = chromium.new_context(), chromium.new_context()
+    try:
+        dashboard = dashboard_context.new_page()
+        dashboard.goto(site.url("/dashboard.html"))
+        dashboard.wait_for_function("window.subscribed === true")
+        # Subscriptions start right after "subscribe": visit until the dashboard shows one.
+        for _ in range(20):
+            open_tracked(visitor_context, site.url("/shop.html"))
+            try:
+                dashboard.wait_for_selector("#visits li", timeout=1000)
+                break
+            except Exception:
+                continue
+        assert dashboard.inner_text("#visits li") == site.url("/shop.html")
+    finally:
+        dashboard_context.close()
+        visitor_context.close()
