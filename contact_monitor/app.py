@@ -91,7 +91,11 @@ def create_app(settings: Settings) -> Starlette:
             *graphql_routes(settings.graphiql, settings.dashboard_origins),
             Route("/health", health),
         ],
-        middleware=[Middleware(CORSMiddleware, allowed_origins=settings.cors_origins)],
+        middleware=[
+            Middleware(
+                CORSMiddleware, allowed_origins=settings.cors_origins, api_origins=settings.dashboard_origins
+            )
+        ],
         lifespan=lifespan,
     )
 

@@ -1,5 +1,6 @@
-"""CORS for the tracking endpoints: allowed origins (exact or shell wildcards) get their origin
-echoed with credentials; any other origin gets no CORS headers at all.
+"""CORS: allowed origins (exact or shell wildcards) get their origin echoed with credentials; any
+other origin gets no CORS headers at all. The tracked sites (CM_CORS_ORIGINS) may call the
+tracking endpoints; the dashboards (CM_DASHBOARD_ORIGINS) may call /graphql.
 
 `OPTIONS` on any path is answered here with 204, as Mautic's CORS middleware does.
 """
@@ -30,9 +31,12 @@ def origin_allowed(origin: str, allowed: tuple[str, ...]) -> bool:
 
 
 class CORSMiddleware:
-    def __init__(self, app: ASGIApp, allowed_origins: tuple[str, ...]) -> None:
+    def __init__(
+        self, app: ASGIApp, allowed_origins: tuple[str, ...], api_origins: tuple[str, ...] = ()
+    ) -> None:
         self.app = app
         self.allowed = allowed_origins
+        self.api_allowed = api_origins
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -40,7 +44,8 @@ class CORSMiddleware:
             return
         headers = Headers(scope=scope)
         origin = headers.get("origin", "")
-        allowed = origin_allowed(origin, self.allowed)
+        is_api = scope.get("path", "").startswith("/graphql")
+        allowed = origin_allowed(origin, self.api_allowed if is_api else self.allowed)
         if scope["method"] == "OPTIONS":
             response_headers = [(b"content-length", b"0")]
             if allowed:

@@ -149,6 +149,8 @@ class IngestPipeline:
             except DuplicateKeyError:
                 # Another request gave the same email to another contact a moment ago: resolve
                 # again, which now finds (and merges into) that contact.
+                if visitor.created:  # the contact made for this visit was never used: drop it
+                    await self.storage.contacts.delete(visitor.contact["_id"])
                 if attempt:
                     raise
         activities = visitor.activities

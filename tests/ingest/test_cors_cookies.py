@@ -83,3 +83,20 @@ async def test_cookie_values_are_the_ids_of_the_json(harness):
     assert response.cookies["mautic_device_id"] == body["device_id"]
     hit = await harness.db.hits.find_one()
     assert response.cookies["mautic_referer_id"] == str(hit["_id"])
+
+
+async def test_graphql_cors_follows_the_dashboard_origins(make_harness):
+    async with make_harness(dashboard_origins=("https://dash.example.com",)) as h:
+        preflight = {
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization",
+        }
+        dash = await h.client.options("/graphql", headers={"Origin": "https://dash.example.com", **preflight})
+        assert dash.headers["access-control-allow-origin"] == "https://dash.example.com"
+        assert "Authorization" in dash.headers["access-control-allow-headers"]
+        site = await h.client.options("/graphql", headers={"Origin": "https://shop.example.com", **preflight})
+        assert "access-control-allow-origin" not in site.headers  # a tracked site is not a dashboard
+        pixel = await h.client.options(
+            "/mtc/event", headers={"Origin": "https://dash.example.com", **preflight}
+        )
+        assert "access-control-allow-origin" not in pixel.headers

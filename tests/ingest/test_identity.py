@@ -183,3 +183,18 @@ async def test_tracking_by_ip_is_off_by_default_and_optional(make_harness):
 def test_tracking_by_ip_is_refused_with_anonymisation():
     with pytest.raises(SettingsError, match="cannot be combined"):
         Settings(track_by_ip=True, anonymize_ip="truncate")
+
+
+async def test_concurrent_first_visits_with_one_email_make_one_contact(harness):
+    import asyncio
+
+    await harness.field("email")
+    browsers = [harness.browser(ip=f"198.51.100.{i}") for i in range(6)]
+    try:
+        bodies = await asyncio.gather(*(harness.event(b, page_url="p", email="race@example.com") for b in browsers))
+    finally:
+        for b in browsers:
+            await b.aclose()
+    assert len({body["id"] for body in bodies}) == 1
+    assert await harness.db.contacts.count_documents({}) == 1  # no orphan left by a lost race
+    assert await harness.db.hits.count_documents({"contact_id": bodies[0]["id"]}) == 6
