@@ -164,45 +164,50 @@ class IngestPipeline:
         if visit.form is not None:
             activities.append(Activity("form_submitted", contact["_id"], now, dict(visit.form)))
         if visit.endpoint in ("pixel", "event"):
-            hit_id = ObjectId()
-            hit_doc = self.hit_document(hit_id, visit, contact["_id"], device["_id"])
-            writes: list[Awaitable[object]] = [
-                self.storage.hits.insert(hit_doc),
-                self.storage.devices.seen(
-                    device["_id"],
-                    now=now,
-                    user_agent=visit.user_agent.as_document(),
-                    fingerprint=hit.fingerprint.as_document(),
-                    hit_id=hit_id,
-                ),
-            ]
-            if device.get("last_hit_id") and device.get("last_hit_at"):
-                writes.append(self.storage.hits.set_left(device["last_hit_id"], device["last_hit_at"], now))
-            await asyncio.gather(*writes)
-            if hit.utm:
-                await self.storage.hits.insert_utm(
-                    {
-                        "contact_id": contact["_id"],
-                        "hit_id": hit_id,
-                        "occurred_at": now,
-                        "url": hit.url,
-                        "referrer": hit.referrer,
-                        "user_agent": visit.user_agent.raw,
-                        "query": hit_doc["query"],
-                        **hit.utm,
-                    }
-                )
-            outcome.hit_id = str(hit_id)
-            activities.append(
-                Activity(
-                    "page_hit",
-                    contact["_id"],
-                    now,
-                    {"device_id": device["_id"], "hit_id": str(hit_id), "hit": public_hit(hit_doc)},
-                )
-            )
+            outcome.hit_id, page_hit = await self.store_hit(visit, contact["_id"], device)
+            activities.append(page_hit)
         await self.recorder.record(activities, contact)
         return outcome
+
+    async def store_hit(self, visit: Visit, contact_id: str, device: Document) -> tuple[str, Activity]:
+        """The hit, the device's visit, time on page of its previous hit, and the UTM record."""
+        hit = visit.hit
+        now = hit.occurred_at
+        hit_id = ObjectId()
+        hit_doc = self.hit_document(hit_id, visit, contact_id, device["_id"])
+        writes: list[Awaitable[object]] = [
+            self.storage.hits.insert(hit_doc),
+            self.storage.devices.seen(
+                device["_id"],
+                now=now,
+                user_agent=visit.user_agent.as_document(),
+                fingerprint=hit.fingerprint.as_document(),
+                hit_id=hit_id,
+            ),
+        ]
+        if device.get("last_hit_id") and device.get("last_hit_at"):
+            writes.append(self.storage.hits.set_left(device["last_hit_id"], device["last_hit_at"], now))
+        await asyncio.gather(*writes)
+        if hit.utm:
+            await self.storage.hits.insert_utm(
+                {
+                    "contact_id": contact_id,
+                    "hit_id": hit_id,
+                    "occurred_at": now,
+                    "url": hit.url,
+                    "referrer": hit.referrer,
+                    "user_agent": visit.user_agent.raw,
+                    "query": hit_doc["query"],
+                    **hit.utm,
+                }
+            )
+        activity = Activity(
+            "page_hit",
+            contact_id,
+            now,
+            {"device_id": device["_id"], "hit_id": str(hit_id), "hit": public_hit(hit_doc)},
+        )
+        return str(hit_id), activity
 
     async def apply_changes(
         self,
