@@ -191,7 +191,9 @@ async def test_concurrent_first_visits_with_one_email_make_one_contact(harness):
     await harness.field("email")
     browsers = [harness.browser(ip=f"198.51.100.{i}") for i in range(6)]
     try:
-        bodies = await asyncio.gather(*(harness.event(b, page_url="p", email="race@example.com") for b in browsers))
+        bodies = await asyncio.gather(
+            *(harness.event(b, page_url="p", email="race@example.com") for b in browsers)
+        )
     finally:
         for b in browsers:
             await b.aclose()

@@ -11,22 +11,19 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import httpx
 import pytest
 from pymongo import MongoClient
 from pymongo.database import Database
 
 from contact_monitor.embedded import free_port
+from tests.servers import create_key, server_env, start_server, stop_server
 
 CHROMIUM = os.environ.get("CM_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -118,56 +115,23 @@ def tracker_server(
 ) -> Iterator[Tracker]:
     port = free_port()
     database = f"cmtest_browser_{uuid.uuid4().hex[:8]}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CM_")}
-    env.update(
-        {
-            "CM_MONGODB_URI": mongodb_uri,
-            "CM_MONGODB_DB": database,
-            "CM_REDIS_URL": redis_url,
-            "CM_REDIS_PREFIX": f"cmtest:{database}:",
-            "CM_DATA_DIR": str(tmp_path_factory.mktemp("tracker")),
-            "CM_CORS_ORIGINS": f"http://localhost:{site.port},http://127.0.0.1:{site.port}",
-            "CM_COOKIE_SECURE": "false",
-            "CM_FIELD_CACHE_SECONDS": "0",
-            "CM_DASHBOARD_ORIGINS": f"http://localhost:{site.port}",
-        }
+    env = server_env(
+        CM_MONGODB_URI=mongodb_uri,
+        CM_MONGODB_DB=database,
+        CM_REDIS_URL=redis_url,
+        CM_REDIS_PREFIX=f"cmtest:{database}:",
+        CM_DATA_DIR=str(tmp_path_factory.mktemp("tracker")),
+        CM_CORS_ORIGINS=f"http://localhost:{site.port},http://127.0.0.1:{site.port}",
+        CM_COOKIE_SECURE="false",
+        CM_FIELD_CACHE_SECONDS="0",
+        CM_DASHBOARD_ORIGINS=f"http://localhost:{site.port}",
     )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "contact_monitor.cli", "serve", "--port", str(port), "--log-level", "warning"],
-        env=env,
-    )
+    process = start_server(env, port)
     url = f"http://localhost:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        assert process.poll() is None, "the tracker server exited"
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "the tracker server did not start"
-        time.sleep(0.1)
-    created = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "contact_monitor.cli",
-            "api-key",
-            "create",
-            "--name",
-            "dashboard",
-            "--role",
-            "read",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    read_key = create_key(env, "dashboard", "read")
     client: MongoClient[dict[str, Any]] = MongoClient(mongodb_uri, tz_aware=True)
-    yield Tracker(url, client[database], created.stdout.strip().splitlines()[-1])
-    process.terminate()
-    process.wait(30)
+    yield Tracker(url, client[database], read_key)
+    stop_server(process)
     client.drop_database(database)
     client.close()
 

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import statistics
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,6 +17,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from contact_monitor.embedded import free_port
 from tests.conftest import CHROME
+from tests.servers import create_key, server_env, start_server, stop_server
 
 DASHBOARD = "http://dash.test"
 PROTOCOL = ["graphql-transport-ws"]
@@ -32,67 +30,26 @@ class Cluster:
     key: str
 
 
-def _start(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "contact_monitor.cli", "serve", "--port", str(port), "--log-level", "warning"],
-        env=env,
-    )
-    deadline = time.monotonic() + 60
-    while True:
-        assert process.poll() is None, "server exited"
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.1)
-
-
 @pytest.fixture(scope="module")
 def cluster(mongodb_uri: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     database = f"cmtest_ws_{uuid.uuid4().hex[:8]}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CM_")}
-    env.update(
-        {
-            "CM_MONGODB_URI": mongodb_uri,
-            "CM_MONGODB_DB": database,
-            "CM_REDIS_URL": redis_url,
-            "CM_REDIS_PREFIX": f"cmtest:{database}:",
-            "CM_DATA_DIR": str(tmp_path_factory.mktemp("ws")),
-            "CM_DASHBOARD_ORIGINS": DASHBOARD,
-            "CM_COOKIE_SECURE": "false",
-        }
+    env = server_env(
+        CM_MONGODB_URI=mongodb_uri,
+        CM_MONGODB_DB=database,
+        CM_REDIS_URL=redis_url,
+        CM_REDIS_PREFIX=f"cmtest:{database}:",
+        CM_DATA_DIR=str(tmp_path_factory.mktemp("ws")),
+        CM_DASHBOARD_ORIGINS=DASHBOARD,
+        CM_COOKIE_SECURE="false",
     )
     ports = free_port(), free_port()
-    servers = [_start(env, port) for port in ports]
-    created = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "contact_monitor.cli",
-            "api-key",
-            "create",
-            "--name",
-            "dash",
-            "--role",
-            "read",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    servers = [start_server(env, port) for port in ports]
+    key = create_key(env, "dash", "read")
     try:
-        yield Cluster(
-            f"http://127.0.0.1:{ports[0]}",
-            f"ws://127.0.0.1:{ports[1]}/graphql",
-            created.stdout.strip().splitlines()[-1],
-        )
+        yield Cluster(f"http://127.0.0.1:{ports[0]}", f"ws://127.0.0.1:{ports[1]}/graphql", key)
     finally:
         for server in servers:
-            server.terminate()
-            server.wait(30)
+            stop_server(server)
         with MongoClient(mongodb_uri) as client:
             client.drop_database(database)
 
