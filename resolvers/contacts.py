@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 from api.errors import BadUserInput
@@ -32,7 +33,11 @@ async def contact_query(
     """The MongoDB query of a ContactFilter; every condition must hold."""
     clauses: list[Document] = []
     if email is not None:
-        clauses.append({"ids": unique_key("email", email.strip())})
+        email_field = await storage.fields.get("email")
+        if email_field is not None and email_field.unique:
+            clauses.append({"ids": unique_key("email", email.strip())})  # indexed
+        else:
+            clauses.append({"fields.email": {"$regex": f"^{re.escape(email.strip())}$", "$options": "i"}})
     if tag is not None:
         names = await storage.tags.names([tag_key(clean_tag(tag))])
         clauses.append({"tags": next(iter(names.values()), None)} if names else {"_id": {"$in": []}})

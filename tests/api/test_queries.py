@@ -209,3 +209,11 @@ async def test_internal_errors_are_masked():
     assert should_mask(GraphQLError("boom", original_error=RuntimeError("secret detail")))
     assert not should_mask(GraphQLError("x", original_error=NotFound("no contact")))
     assert not should_mask(GraphQLError("Syntax Error"))
+
+
+async def test_email_filter_when_email_is_not_unique(api):
+    h = api.harness
+    await h.field("email", unique=False)
+    body = await h.event(page_url="p", email="Ann@Example.com")
+    data = await api('{ contacts(filter: {email: "ann@example.com"}) { edges { node { id } } } }')
+    assert [e["node"]["id"] for e in data["contacts"]["edges"]] == [body["id"]]
