@@ -8,7 +8,9 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from pymongo.errors import PyMongoError
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -45,10 +47,45 @@ class Services:
 
 
 async def health(request: Request) -> Response:
+    """200 when MongoDB and Redis answer; 503 naming the one that does not."""
     services: Services = request.state.services
-    await services.storage.db.command("ping")
-    await services.redis.ping()
-    return JSONResponse({"status": "ok", "version": __version__})
+    checks: dict[str, str] = {}
+    try:
+        await services.storage.db.command("ping")
+        checks["mongodb"] = "ok"
+    except PyMongoError as exc:
+        checks["mongodb"] = f"unavailable: {type(exc).__name__}"
+    try:
+        await services.redis.ping()
+        checks["redis"] = "ok"
+    except RedisError as exc:
+        checks["redis"] = f"unavailable: {type(exc).__name__}"
+    healthy = all(value == "ok" for value in checks.values())
+    body = {"status": "ok" if healthy else "unavailable", "version": __version__, **checks}
+    return JSONResponse(body, status_code=200 if healthy else 503)
+
+
+async def storage_unavailable(request: Request, exc: Exception) -> Response:
+    """The one handler for outages that an endpoint did not handle itself: 503, never a 500."""
+    log.error(
+        "%s %s: %s unavailable: %s",
+        request.method,
+        request.url.path,
+        "MongoDB" if isinstance(exc, PyMongoError) else "Redis",
+        exc,
+    )
+    return JSONResponse(
+        {
+            "errors": [
+                {
+                    "message": "storage temporarily unavailable, retry later",
+                    "extensions": {"code": "SERVICE_UNAVAILABLE"},
+                }
+            ]
+        },
+        status_code=503,
+        headers={"Retry-After": "5"},
+    )
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -97,6 +134,7 @@ def create_app(settings: Settings) -> Starlette:
             )
         ],
         lifespan=lifespan,
+        exception_handlers={PyMongoError: storage_unavailable, RedisError: storage_unavailable},
     )
 
 
