@@ -53,8 +53,9 @@ class ContactMonitorGraphQL(GraphQL[Context, None]):
 
     async def get_context(self, request: Any, response: Any) -> Context:
         services: Services = request.state.services
-        # Absent only for the GraphiQL page itself, which runs no operation.
-        key = request.scope.get(SCOPE_KEY, {"name": "graphiql page", "role": "none"})
+        # Absent for the GraphiQL page (which runs no operation) and for websockets until their
+        # connection_init authenticates (on_ws_connect).
+        key = request.scope.get(SCOPE_KEY, {"name": "unauthenticated", "role": "none"})
         return Context(
             services=services, role=key["role"], key_name=key["name"], request=request, response=response
         )

@@ -13,6 +13,9 @@ class ApiError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+        # graphql-core copies an original error's `extensions` into the GraphQL error, so the
+        # code reaches every transport (HTTP and websocket) the same way.
+        self.extensions = {"code": self.code}
 
 
 class Unauthenticated(ApiError):

@@ -208,8 +208,9 @@ async def test_visitors_online_rises_and_falls(harness):
 
 async def test_errors(harness):
     forbidden = await subscribe(harness, role="none")
-    assert (await forbidden.error()).original_error.code == "FORBIDDEN"
+    assert (await forbidden.error()).extensions == {"code": "FORBIDDEN"}
     bad_cursor = await subscribe(harness, after="not-a-cursor")
-    assert "invalid cursor" in (await bad_cursor.error()).message
+    error = await bad_cursor.error()
+    assert "invalid cursor" in error.message and error.extensions == {"code": "BAD_USER_INPUT"}
     bad_window = await subscribe(harness, "subscription { visitorsOnline(window: 0) }")
     assert "between 1 and 3600" in (await bad_window.error()).message

@@ -120,3 +120,18 @@ async def test_legacy_protocol_is_not_offered(cluster):
         with pytest.raises(ConnectionClosed) as closed:
             await ws.recv()
     assert closed.value.rcvd.code == 4406  # Subprotocol not acceptable
+
+
+async def test_errors_over_the_websocket_carry_codes(cluster):
+    async with connect(cluster.ws_url, subprotocols=PROTOCOL, origin=DASHBOARD) as ws:
+        await init(ws, cluster.key)
+        query = 'subscription { activity(after: "garbage") { cursor } }'
+        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": query}}))
+        message = json.loads(await ws.recv())
+        assert message["type"] == "next"
+        assert message["payload"]["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+        mutation = 'mutation { tagContact(id: "x", add: ["a"]) { id } }'
+        await ws.send(json.dumps({"id": "2", "type": "subscribe", "payload": {"query": mutation}}))
+        while (message := json.loads(await ws.recv())).get("id") != "2" or message["type"] != "next":
+            pass  # the first operation's "complete"
+        assert message["payload"]["errors"][0]["extensions"]["code"] == "FORBIDDEN"  # a read key
