@@ -112,7 +112,10 @@ async def test_filters_include_and_exclude(harness):
             if event_filter.get("types") == ["TAGS_CHANGED"]:
                 assert got["type"] == "TAGS_CHANGED" and got["data"]["added"] == ["x"], got
             else:
-                assert got["type"] == "PAGE_HIT" and got["hit"]["url"] == included["page_url"], (event_filter, got)
+                assert got["type"] == "PAGE_HIT" and got["hit"]["url"] == included["page_url"], (
+                    event_filter,
+                    got,
+                )
             await feed.close()
 
 
