@@ -6,7 +6,8 @@ Order, first match wins (mautic-behaviour.md section 2.2, with behaviour-decisio
    visitor never conflicts), otherwise the visit switches to the named contact;
 2. the device: `mautic_device_id` cookie or parameter -> its contact;
 3. the `mtc_id` cookie -> that contact, or the survivor it was merged into;
-4. the last contact seen from this IP, only with CM_TRACK_BY_IP;
+4. the last contact seen from this IP, only with CM_TRACK_BY_IP and only when the request names
+   no unique field (an IP is a guess: it never causes a merge);
 5. a new anonymous contact.
 """
 
@@ -64,9 +65,13 @@ class IdentityResolver:
             contact = await contacts.resolve(contact_cookie)
             if contact is not None:
                 return contact, None
-        if self.track_by_ip and ip:
-            return await contacts.latest_by_ip(ip), None
         return None, None
+
+    async def by_ip(self, ip: str | None) -> Document | None:
+        """Mautic's "identify visitors by IP" (CM_TRACK_BY_IP): a guess, never grounds for a merge."""
+        if not self.track_by_ip or not ip:
+            return None
+        return await self.storage.contacts.latest_by_ip(ip)
 
     async def resolve(
         self,
@@ -79,6 +84,8 @@ class IdentityResolver:
     ) -> Visitor:
         current, device = await self.current(tracking_id, contact_cookie, ip)
         activities: list[Activity] = []
+        if current is None and not unique_keys:
+            current = await self.by_ip(ip)
         contact: Document | None = current
         if unique_keys:
             known = await self.storage.contacts.find_by_unique(unique_keys)

@@ -200,3 +200,17 @@ async def test_concurrent_first_visits_with_one_email_make_one_contact(harness):
     assert len({body["id"] for body in bodies}) == 1
     assert await harness.db.contacts.count_documents({}) == 1  # no orphan left by a lost race
     assert await harness.db.hits.count_documents({"contact_id": bodies[0]["id"]}) == 6
+
+
+async def test_an_ip_guess_never_causes_a_merge(make_harness):
+    async with make_harness(track_by_ip=True) as h:
+        await h.field("email")
+        async with h.browser(ip="198.51.100.9") as office_pc:
+            someone = await h.event(office_pc, page_url="a")
+        async with h.browser(ip="192.0.2.50") as home:
+            ann = await h.event(home, page_url="b", email="ann@example.com")
+        async with h.browser(ip="198.51.100.9") as ann_at_the_office:  # same IP as someone, no cookies
+            again = await h.event(ann_at_the_office, page_url="c", email="ann@example.com")
+        assert again["id"] == ann["id"]
+        assert await h.db.contacts.count_documents({"_id": someone["id"]}) == 1  # not merged into Ann
+        assert await h.db.merges.count_documents({}) == 0
