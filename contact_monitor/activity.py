@@ -148,8 +148,10 @@ class ActivityPublisher:
             start = "(" + (last.decode() if isinstance(last, bytes) else str(last))
 
 
-# Stored in MongoDB by their own collection (hits), not in `activities`.
-_STORED_ELSEWHERE = frozenset({"page_hit", "contact_deleted"})
+# Not kept in `activities`: page hits live in `hits`, and the timeline shows neither a contact's
+# creation (its createdAt says it) nor its deletion (nothing is left to show). Skipping
+# contact_created saves an insert on every new visitor's hit.
+_NOT_ON_TIMELINE = frozenset({"page_hit", "contact_created", "contact_deleted"})
 
 
 class ActivityRecorder:
@@ -173,7 +175,7 @@ class ActivityRecorder:
                 "data": {**a.data},
             }
             for a in activities
-            if a.type not in _STORED_ELSEWHERE
+            if a.type not in _NOT_ON_TIMELINE
         ]
         await self.storage.activities.insert_many(documents)
         await self.publisher.publish(activities, contact)

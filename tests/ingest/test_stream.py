@@ -81,3 +81,10 @@ async def test_redis_outage_does_not_fail_the_hit(harness):
     assert body["success"] == 1 and body["id"]
     assert await harness.db.hits.count_documents({}) == 1
     await broken.aclose()
+
+
+async def test_a_new_visitor_costs_no_timeline_write(harness):
+    """contact_created is published but not stored: the timeline never shows it."""
+    await harness.event(page_url="p")
+    assert [e["type"] for e in await harness.stream()] == ["contact_created", "page_hit"]
+    assert await harness.db.activities.count_documents({}) == 0
