@@ -15,6 +15,7 @@ from contact_monitor.embedded import EmbeddedError, embedded_services
 from contact_monitor.settings import Settings, SettingsError
 from contact_monitor.storage import Storage
 from contact_monitor.storage.api_keys import ROLES, ApiKeyError
+from contact_monitor.storage.db import FieldChange
 from contact_monitor.storage.fields import FieldError
 from ingest.fields import FIELD_TYPES, FieldDefinition
 
@@ -115,8 +116,20 @@ async def fields_list(storage: Storage, args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_indexing(change: FieldChange) -> None:
+    alias = change.field.alias
+    if change.indexed:
+        print(f"{change.indexed} contacts indexed by {alias}", file=sys.stderr)
+    if change.conflicts:
+        print(
+            f"warning: {change.conflicts} contacts share a {alias} value with an older contact and "
+            "were not indexed by it",
+            file=sys.stderr,
+        )
+
+
 async def fields_create(storage: Storage, args: argparse.Namespace) -> int:
-    field = await storage.fields.create(
+    change = await storage.create_field(
         args.alias,
         type=args.type,
         label=args.label,
@@ -124,15 +137,13 @@ async def fields_create(storage: Storage, args: argparse.Namespace) -> int:
         unique=bool(args.unique),
         max_length=args.max_length,
     )
-    if field.unique:
-        await storage.contacts.index_unique_field(field.alias)
-    _print_field(field)
+    _report_indexing(change)
+    _print_field(change.field)
     return 0
 
 
 async def fields_update(storage: Storage, args: argparse.Namespace) -> int:
-    before = await storage.fields.get(args.alias)
-    field = await storage.fields.update(
+    change = await storage.update_field(
         args.alias,
         label=args.label,
         type=args.type,
@@ -140,19 +151,8 @@ async def fields_update(storage: Storage, args: argparse.Namespace) -> int:
         unique=args.unique,
         max_length=args.max_length,
     )
-    if before is not None and before.unique != field.unique:
-        if field.unique:
-            indexed, conflicts = await storage.contacts.index_unique_field(field.alias)
-            print(f"{indexed} contacts indexed by {field.alias}", file=sys.stderr)
-            if conflicts:
-                print(
-                    f"warning: {conflicts} contacts share a {field.alias} value with an older contact and "
-                    "were not indexed by it",
-                    file=sys.stderr,
-                )
-        else:
-            await storage.contacts.unindex_unique_field(field.alias)
-    _print_field(field)
+    _report_indexing(change)
+    _print_field(change.field)
     return 0
 
 

@@ -31,9 +31,8 @@ class Mutation:
         max_length: int = 191,
     ) -> Field:
         info.context.require("admin")
-        storage = info.context.services.storage
         try:
-            field = await storage.fields.create(
+            change = await info.context.services.storage.create_field(
                 alias,
                 type=type,
                 label=label,
@@ -43,9 +42,7 @@ class Mutation:
             )
         except FieldError as exc:
             raise BadUserInput(str(exc)) from None
-        if field.unique:
-            await storage.contacts.index_unique_field(field.alias)
-        return field_of(field)
+        return field_of(change.field)
 
     @strawberry.mutation(description="Change a field's flags, label or type (admin).")
     async def update_field(
@@ -58,20 +55,13 @@ class Mutation:
         type: str | None = None,
     ) -> Field:
         info.context.require("admin")
-        storage = info.context.services.storage
-        before = await storage.fields.get(alias)
         try:
-            field = await storage.fields.update(
+            change = await info.context.services.storage.update_field(
                 alias, publicly_updatable=publicly_updatable, unique=unique, label=label, type=type
             )
         except FieldError as exc:
             raise BadUserInput(str(exc)) from None
-        if before is not None and before.unique != field.unique:
-            if field.unique:
-                await storage.contacts.index_unique_field(alias)
-            else:
-                await storage.contacts.unindex_unique_field(alias)
-        return field_of(field)
+        return field_of(change.field)
 
     @strawberry.mutation(description="Create a form for /form/submit?formId=<id> (admin).")
     async def create_form(

@@ -18,6 +18,7 @@ from contact_monitor.storage.fields import FieldRepository
 from contact_monitor.storage.forms import FormRepository
 from contact_monitor.storage.hits import HitRepository
 from contact_monitor.storage.tags import TagRepository
+from ingest.fields import FieldDefinition
 
 Document = dict[str, Any]
 
@@ -28,6 +29,13 @@ def with_driver_options(uri: str) -> str:
         return uri
     separator = "&" if "?" in uri.split("/", 3)[-1] else ("?" if uri.count("/") >= 3 else "/?")
     return f"{uri}{separator}retryWrites=false"
+
+
+@dataclass(frozen=True, slots=True)
+class FieldChange:
+    field: FieldDefinition
+    indexed: int  # contacts newly indexed by the field's unique key
+    conflicts: int  # contacts sharing a value with an older contact, left unindexed
 
 
 @dataclass(frozen=True)
@@ -81,6 +89,24 @@ class Storage:
             self.forms,
         ):
             await repository.create_indexes()
+
+    async def create_field(self, alias: str, **options: Any) -> FieldChange:
+        """A new field; when unique, existing contacts holding a value are indexed by it."""
+        field = await self.fields.create(alias, **options)
+        indexed, conflicts = await self.contacts.index_unique_field(alias) if field.unique else (0, 0)
+        return FieldChange(field, indexed, conflicts)
+
+    async def update_field(self, alias: str, **changes: Any) -> FieldChange:
+        """Changed flags; the contacts' unique keys follow a change of `unique` either way."""
+        before = await self.fields.get(alias)
+        field = await self.fields.update(alias, **changes)
+        indexed = conflicts = 0
+        if before is not None and before.unique != field.unique:
+            if field.unique:
+                indexed, conflicts = await self.contacts.index_unique_field(alias)
+            else:
+                await self.contacts.unindex_unique_field(alias)
+        return FieldChange(field, indexed, conflicts)
 
     async def close(self) -> None:
         await self.client.close()

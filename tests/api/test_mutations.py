@@ -205,3 +205,15 @@ async def test_forms_through_the_api_and_on_the_timeline(api):
     assert closed["setFormPublished"]["published"] is False
     missing = await api.error("mutation { setFormPublished(id: 999, published: true) { id } }", role="admin")
     assert missing["extensions"]["code"] == "NOT_FOUND"
+
+
+async def test_update_field_unique_reindexes_existing_contacts(api):
+    h = api.harness
+    await h.field("member_no", public=False, type="text")
+    contact = await h.event(page_url="p")
+    await api(UPDATE, {"id": contact["id"], "fields": {"member_no": "M-7"}}, role="write")
+    toggle = 'mutation($u: Boolean) { updateField(alias: "member_no", unique: $u) { unique } }'
+    assert (await api(toggle, {"u": True}, role="admin"))["updateField"]["unique"] is True
+    assert (await h.db.contacts.find_one({"_id": contact["id"]}))["ids"] == ["member_no:m-7"]
+    await api(toggle, {"u": False}, role="admin")
+    assert "ids" not in await h.db.contacts.find_one({"_id": contact["id"]})
