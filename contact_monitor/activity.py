@@ -67,6 +67,12 @@ class Activity:
         return json.dumps(body, default=_json_default, separators=(",", ":"), ensure_ascii=False)
 
 
+def now_ms() -> dt.datetime:
+    """The current UTC time at BSON's millisecond precision, so stored and computed times agree."""
+    now = dt.datetime.now(dt.UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
 def isoformat(moment: dt.datetime) -> str:
     """UTC with milliseconds and a Z, the form JavaScript's Date parses everywhere."""
     return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

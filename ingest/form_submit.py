@@ -19,12 +19,8 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 
 from contact_monitor.storage.forms import Form
-from ingest.cookies import CONTACT_COOKIE, DEVICE_COOKIE
 from ingest.forms import Submission, read_submission, validate_submission
-from ingest.hit import build_hit
-from ingest.network import client_ip, stored_ip
-from ingest.pipeline import Visit
-from ingest.routes import BodyTooLarge, collect_params, now_ms, read_body, with_cookies
+from ingest.routes import BodyTooLarge, build_visit, collect_params, read_body, visitor_address, with_cookies
 from ingest.useragent import parse_user_agent
 
 if TYPE_CHECKING:
@@ -124,23 +120,14 @@ async def form_submit(request: Request) -> Response:
             return failure(
                 submission, submission.wants_json, message="Invalid submission", errors=errors, form=form
             )
-        headers = request.headers
-        peer = request.client.host if request.client else None
-        address = client_ip(peer, headers, settings.trusted_proxies)
-        hit = build_hit(
-            builder.params,
-            now=now_ms(),
-            warnings=builder.warnings,
-            referer_header=submission.return_url or headers.get("referer"),
-            accept_language=headers.get("accept-language"),
-            device_cookie=request.cookies.get(DEVICE_COOKIE),
-        )
-        visit = Visit(
-            endpoint="form",
-            hit=hit,
-            user_agent=parse_user_agent(headers.get("user-agent", "")),
-            ip=stored_ip(address, settings.anonymize_ip),
-            contact_cookie=request.cookies.get(CONTACT_COOKIE),
+        visit = build_visit(
+            request,
+            settings,
+            "form",
+            builder,
+            address=visitor_address(request, settings),
+            user_agent=parse_user_agent(request.headers.get("user-agent", "")),
+            referer=submission.return_url,
             values=values,
             form={"form_id": form.id, "form_name": form.name, "values": results},
         )

@@ -8,9 +8,9 @@
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from pymongo.errors import PyMongoError
 from starlette.requests import Request
@@ -18,16 +18,19 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from api.auth import bearer_token
+from contact_monitor.activity import now_ms
 from ingest.cookies import CONTACT_COOKIE, DEVICE_COOKIE, set_tracking_cookies
+from ingest.fields import FieldValue
 from ingest.hit import build_hit
-from ingest.network import client_ip, stored_ip
+from ingest.network import IPAddress, client_ip, stored_ip
 from ingest.payload import ParamsBuilder, merge_d, merge_page_url_query, parse_json_body, parse_query
 from ingest.pipeline import Endpoint, Outcome, Visit
 from ingest.policy import privacy_signals, skip_reason
-from ingest.useragent import parse_user_agent
+from ingest.useragent import UserAgent, parse_user_agent
 
 if TYPE_CHECKING:
     from contact_monitor.app import Services
+    from contact_monitor.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +43,6 @@ GIF_HEADERS = {
 }
 NO_STORE = {"Cache-Control": "no-store"}
 ANY_METHOD = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
-
-
-def now_ms() -> dt.datetime:
-    """The current UTC time at BSON's millisecond precision, so stored and computed times agree."""
-    now = dt.datetime.now(dt.UTC)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
 class BodyTooLarge(Exception):
@@ -90,39 +87,72 @@ async def holds_api_key(request: Request, services: Services) -> bool:
     return token is not None and await services.storage.api_keys.authenticate(token) is not None
 
 
+def build_visit(
+    request: Request,
+    settings: Settings,
+    endpoint: Endpoint,
+    builder: ParamsBuilder,
+    *,
+    address: IPAddress | None,
+    user_agent: UserAgent,
+    field_aliases: frozenset[str] = frozenset(),
+    referer: str | None = None,
+    values: Mapping[str, FieldValue] | None = None,
+    form: Mapping[str, Any] | None = None,
+) -> Visit:
+    """The typed visit of a request whose parameters are collected (pure)."""
+    headers = request.headers
+    hit = build_hit(
+        builder.params,
+        now=now_ms(),
+        warnings=builder.warnings,
+        referer_header=referer or headers.get("referer"),
+        accept_language=headers.get("accept-language"),
+        device_cookie=request.cookies.get(DEVICE_COOKIE),
+        field_aliases=field_aliases,
+        privacy=privacy_signals(headers),
+    )
+    return Visit(
+        endpoint=endpoint,
+        hit=hit,
+        user_agent=user_agent,
+        ip=stored_ip(address, settings.anonymize_ip),
+        contact_cookie=request.cookies.get(CONTACT_COOKIE),
+        values=values,
+        form=form,
+    )
+
+
+def visitor_address(request: Request, settings: Settings) -> IPAddress | None:
+    peer = request.client.host if request.client else None
+    return client_ip(peer, request.headers, settings.trusted_proxies)
+
+
 async def visit_from_request(
     request: Request, services: Services, endpoint: Endpoint, body: bytes
 ) -> tuple[Visit | None, list[str]]:
     """Parse the request (pure apart from the cached field list). None: not to be recorded."""
     settings = services.settings
     builder = collect_params(request, body, settings.max_body_bytes)
-    headers = request.headers
-    user_agent = parse_user_agent(headers.get("user-agent", ""))
-    peer = request.client.host if request.client else None
-    address = client_ip(peer, headers, settings.trusted_proxies)
-    reason = skip_reason(settings, method=request.method, headers=headers, user_agent=user_agent, ip=address)
+    user_agent = parse_user_agent(request.headers.get("user-agent", ""))
+    address = visitor_address(request, settings)
+    reason = skip_reason(
+        settings, method=request.method, headers=request.headers, user_agent=user_agent, ip=address
+    )
     if reason is None and await holds_api_key(request, services):
         reason = "the request carries an API key (integrations are not visitors)"
     if reason is not None:
         return None, [*builder.warnings, f"not recorded: {reason}"]
-    hit = build_hit(
-        builder.params,
-        now=now_ms(),
-        warnings=builder.warnings,
-        referer_header=headers.get("referer"),
-        accept_language=headers.get("accept-language"),
-        device_cookie=request.cookies.get(DEVICE_COOKIE),
-        field_aliases=await services.pipeline.field_aliases(),
-        privacy=privacy_signals(headers),
-    )
-    visit = Visit(
-        endpoint=endpoint,
-        hit=hit,
+    visit = build_visit(
+        request,
+        settings,
+        endpoint,
+        builder,
+        address=address,
         user_agent=user_agent,
-        ip=stored_ip(address, settings.anonymize_ip),
-        contact_cookie=request.cookies.get(CONTACT_COOKIE),
+        field_aliases=await services.pipeline.field_aliases(),
     )
-    return visit, list(hit.warnings)
+    return visit, list(visit.hit.warnings)
 
 
 async def record(request: Request, endpoint: Endpoint, body: bytes) -> tuple[Outcome | None, list[str]]:

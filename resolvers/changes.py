@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pymongo.errors import DuplicateKeyError
 
 from api.errors import BadUserInput, NotFound
-from contact_monitor.activity import Activity
+from contact_monitor.activity import Activity, now_ms
 from ingest.fields import IDENTIFYING_FIELDS, FieldValue, FieldValueError, unique_key, validate_value
 from ingest.identity import IdentityResolver
 from ingest.tags import MAX_TAG_LENGTH, MAX_TAGS_PER_REQUEST, clean_tag, tag_key
@@ -26,11 +26,6 @@ if TYPE_CHECKING:
 Document = dict[str, Any]
 ACTIVITY_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]{0,63}$")
 MAX_PROPERTIES_BYTES = 16 * 1024
-
-
-def _now() -> dt.datetime:
-    now = dt.datetime.now(dt.UTC)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
 async def existing_contact(services: Services, contact_id: str) -> Document:
@@ -66,7 +61,7 @@ async def update_fields(services: Services, contact_id: str, values: Mapping[str
             new_values[alias] = value
     if not new_values:
         return contact
-    now = _now()
+    now = now_ms()
     after = {**current, **{k: v for k, v in new_values.items() if v is not None}}
     for alias, value in new_values.items():
         if value is None:
@@ -119,7 +114,7 @@ async def tag_contact(
     storage = services.storage
     contact = await existing_contact(services, contact_id)
     to_add, to_remove = _clean_tags(add), _clean_tags(remove)
-    now = _now()
+    now = now_ms()
     names = await storage.tags.ensure(to_add, now) if to_add else {}
     names.update(await storage.tags.names(tag_key(t) for t in to_remove))
     held = set(contact.get("tags", []))
@@ -147,7 +142,7 @@ async def merge_contacts(services: Services, winner_id: str, loser_id: str) -> D
         raise BadUserInput("these ids are the same contact")
     activities: list[Activity] = []
     resolver = IdentityResolver(services.storage, track_by_ip=False)
-    await resolver.merge(winner=winner, loser=loser, now=_now(), activities=activities)
+    await resolver.merge(winner=winner, loser=loser, now=now_ms(), activities=activities)
     merged = await existing_contact(services, winner["_id"])
     await services.recorder.record(activities, merged)
     return merged
@@ -166,7 +161,7 @@ async def erase_contact(services: Services, contact_id: str) -> bool:
     await storage.contacts.delete_merge_records(key)
     await storage.contacts.delete(key)
     stream_entries = await services.publisher.erase({key, *merged_ids})
-    now = _now()
+    now = now_ms()
     await storage.audit.log(
         "erase",
         now,
@@ -202,7 +197,7 @@ async def contact_for_ref(services: Services, contact_id: str | None, email: str
     found = await storage.contacts.find_by_unique([key])
     if found is not None:
         return found
-    now = _now()
+    now = now_ms()
     contact = await storage.contacts.create(now, None)
     try:
         await storage.contacts.set_fields(
@@ -247,7 +242,7 @@ async def record_activity(
     if len(json.dumps(properties, default=str)) > MAX_PROPERTIES_BYTES:
         raise BadUserInput(f"properties must be at most {MAX_PROPERTIES_BYTES} bytes of JSON")
     contact = await contact_for_ref(services, contact_id, email)
-    when = occurred_at or _now()
+    when = occurred_at or now_ms()
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
     activity = Activity(
