@@ -99,9 +99,7 @@ class Contact:
         return PageHitConnection(
             total_count=await storage.hits.count_for_contact(self.doc["_id"]),
             edges=edges,
-            page_info=PageInfo(
-                has_next_page=len(docs) > size, end_cursor=edges[-1].cursor if edges else None
-            ),
+            page_info=PageInfo.of(edges, len(docs) > size),
         )
 
     @strawberry.field(description=f"UTM records, newest first (at most {MAX_LIST}).")
@@ -131,7 +129,7 @@ class Contact:
         edges = [TimelineEdge(cursor=cursor_of(doc), node=NODE_TYPES[kind](doc=doc)) for kind, doc in entries]
         return TimelineConnection(
             edges=edges,
-            page_info=PageInfo(has_next_page=more, end_cursor=edges[-1].cursor if edges else None),
+            page_info=PageInfo.of(edges, more),
         )
 
 

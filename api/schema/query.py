@@ -53,7 +53,7 @@ class Query:
         return ContactConnection(
             total_count=total,
             edges=edges,
-            page_info=PageInfo(has_next_page=more, end_cursor=edges[-1].cursor if edges else None),
+            page_info=PageInfo.of(edges, more),
         )
 
     @strawberry.field(

@@ -4,6 +4,7 @@ users read in GraphiQL."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
@@ -303,6 +304,11 @@ TimelineEntry = Annotated[
 class PageInfo:
     has_next_page: bool
     end_cursor: str | None
+
+    @classmethod
+    def of(cls, edges: Sequence[Any], has_next_page: bool) -> PageInfo:
+        """The page info of a page of edges (each with a `cursor`)."""
+        return cls(has_next_page=has_next_page, end_cursor=edges[-1].cursor if edges else None)
 
 
 @strawberry.type
