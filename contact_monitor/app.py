@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from api.app import graphql_routes
+from api.app import error_response, graphql_routes
 from contact_monitor import __version__
 from contact_monitor.activity import ActivityPublisher, ActivityRecorder
 from contact_monitor.settings import Settings, SettingsError
@@ -74,17 +74,8 @@ async def storage_unavailable(request: Request, exc: Exception) -> Response:
         "MongoDB" if isinstance(exc, PyMongoError) else "Redis",
         exc,
     )
-    return JSONResponse(
-        {
-            "errors": [
-                {
-                    "message": "storage temporarily unavailable, retry later",
-                    "extensions": {"code": "SERVICE_UNAVAILABLE"},
-                }
-            ]
-        },
-        status_code=503,
-        headers={"Retry-After": "5"},
+    return error_response(
+        503, "storage temporarily unavailable, retry later", "SERVICE_UNAVAILABLE", {"Retry-After": "5"}
     )
 
 

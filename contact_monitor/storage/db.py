@@ -23,12 +23,20 @@ from ingest.fields import FieldDefinition
 Document = dict[str, Any]
 
 
+# Defaults for options the URI does not set itself. Our writes are idempotent per request, and
+# retryable writes collapse SecantusDB's throughput; a request waits at most 10 s for a server.
+DEFAULT_URI_OPTIONS = {"retryWrites": "false", "serverSelectionTimeoutMS": "10000"}
+
+
 def with_driver_options(uri: str) -> str:
-    """Our writes are idempotent per request; retryable writes also collapse SecantusDB's throughput."""
-    if "retrywrites=" in uri.lower():
-        return uri
-    separator = "&" if "?" in uri.split("/", 3)[-1] else ("?" if uri.count("/") >= 3 else "/?")
-    return f"{uri}{separator}retryWrites=false"
+    """The URI with DEFAULT_URI_OPTIONS added where it does not set them (its own values win)."""
+    lowered = uri.lower()
+    for name, value in DEFAULT_URI_OPTIONS.items():
+        if f"{name.lower()}=" in lowered:
+            continue
+        separator = "&" if "?" in uri.split("/", 3)[-1] else ("?" if uri.count("/") >= 3 else "/?")
+        uri = f"{uri}{separator}{name}={value}"
+    return uri
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +66,6 @@ class Storage:
         client: AsyncMongoClient[Document] = AsyncMongoClient(
             with_driver_options(uri),
             tz_aware=True,
-            serverSelectionTimeoutMS=10_000,
             event_listeners=list(event_listeners),
         )
         db = client[database]

@@ -220,3 +220,36 @@ async def test_errors(harness):
     assert "invalid cursor" in error.message and error.extensions == {"code": "BAD_USER_INPUT"}
     bad_window = await subscribe(harness, "subscription { visitorsOnline(window: 0) }")
     assert "between 1 and 3600" in (await bad_window.error()).message
+
+
+async def test_the_reader_survives_a_redis_outage(harness):
+    """XREAD failures are logged and retried; subscribers get the events once Redis is back."""
+    import logging
+
+    from redis.asyncio import Redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    hub = harness.services.hub
+    feed = await started(harness, VISITS)
+    failed = asyncio.Event()
+
+    class Seen(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            failed.set()
+
+    handler = Seen(level=logging.WARNING)
+    logging.getLogger("subscriptions.hub").addHandler(handler)
+    working = hub.redis
+    broken = Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
+    try:
+        hub.redis = broken
+        await asyncio.wait_for(failed.wait(), TIMEOUT)
+        hub.redis = working
+        await harness.event(page_url="after the outage")
+        assert (await take(feed))["hit"]["url"] == "after the outage"
+    finally:
+        hub.redis = working
+        logging.getLogger("subscriptions.hub").removeHandler(handler)
+        await broken.aclose()
+        await feed.close()
