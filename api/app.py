@@ -1,18 +1,17 @@
 """/graphql over HTTP: API keys checked before Strawberry sees the request, context per request.
 
-`Authorization: Bearer <key>` is required; a missing or invalid key answers 401 with a
-GraphQL-shaped error. GraphiQL (GET with Accept: text/html) is served only with CM_GRAPHIQL=true.
+`Authorization: Bearer <key>` is required; a missing or invalid key raises `Unauthenticated`,
+which the app's exception handler answers with a 401 GraphQL-shaped error. GraphiQL (GET with
+Accept: text/html) is served only with CM_GRAPHIQL=true.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from graphql import GraphQLError
 from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from strawberry.asgi import GraphQL
@@ -21,21 +20,14 @@ from strawberry.http import GraphQLHTTPResponse
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET, UnsetType
 
-from api.auth import bearer_token
 from api.context import Context
-from api.errors import ApiError
 from api.schema import schema
-
-if TYPE_CHECKING:
-    from contact_monitor.app import Services
+from contact_monitor.core.errors import PayloadTooLarge, Unauthenticated, UserError
+from contact_monitor.core.keys import bearer_token, key_of
+from contact_monitor.core.services import Services
 
 MAX_BODY_BYTES = 1024 * 1024
 SCOPE_KEY = "cm.api_key"
-
-
-def error_response(status: int, message: str, code: str, headers: dict[str, str] | None = None) -> Response:
-    body = {"data": None, "errors": [{"message": message, "extensions": {"code": code}}]}
-    return Response(json.dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 
 class ContactMonitorGraphQL(GraphQL[Context, None]):
@@ -44,8 +36,7 @@ class ContactMonitorGraphQL(GraphQL[Context, None]):
         missing or invalid key closes the socket with 4403 Forbidden."""
         params = context.connection_params if isinstance(context.connection_params, dict) else {}
         header = params.get("authorization") or params.get("Authorization")
-        token = bearer_token(header) if isinstance(header, str) else None
-        key = await context.services.storage.api_keys.authenticate(token) if token else None
+        key = await key_of(context.services.storage, header) if isinstance(header, str) else None
         if key is None:
             raise ConnectionRejectionError()
         context.role, context.key_name = key["role"], key["_id"]
@@ -57,7 +48,12 @@ class ContactMonitorGraphQL(GraphQL[Context, None]):
         # connection_init authenticates (on_ws_connect).
         key = request.scope.get(SCOPE_KEY, {"name": "unauthenticated", "role": "none"})
         return Context(
-            services=services, role=key["role"], key_name=key["name"], request=request, response=response
+            services=services,
+            hub=request.state.hub,
+            role=key["role"],
+            key_name=key["name"],
+            request=request,
+            response=response,
         )
 
     async def process_result(self, request: Any, result: ExecutionResult) -> GraphQLHTTPResponse:
@@ -74,7 +70,7 @@ class ContactMonitorGraphQL(GraphQL[Context, None]):
         formatted = error.formatted
         original = error.original_error
         extensions = dict(formatted.get("extensions") or {})
-        if isinstance(original, ApiError):
+        if isinstance(original, UserError):
             extensions["code"] = original.code
         elif original is None:
             extensions.setdefault("code", "BAD_USER_INPUT")  # syntax, validation, depth limit
@@ -109,21 +105,17 @@ class GraphQLEndpoint:
             return
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-            await error_response(413, f"request body larger than {MAX_BODY_BYTES} bytes", "BAD_USER_INPUT")(
-                scope, receive, send
-            )
-            return
-        token = bearer_token(request.headers.get("authorization"))
+            raise PayloadTooLarge(f"request body larger than {MAX_BODY_BYTES} bytes")
+        header = request.headers.get("authorization")
         services: Services = request.state.services
-        key = await services.storage.api_keys.authenticate(token) if token else None
+        key = await key_of(services.storage, header)
         if key is None:
-            message = (
-                "invalid or revoked API key" if token else "missing API key: send Authorization: Bearer <key>"
+            raise Unauthenticated(
+                "invalid or revoked API key"
+                if bearer_token(header)
+                else "missing API key: send Authorization: Bearer <key>",
+                headers={"WWW-Authenticate": "Bearer"},
             )
-            await error_response(401, message, "UNAUTHENTICATED", {"WWW-Authenticate": "Bearer"})(
-                scope, receive, send
-            )
-            return
         scope[SCOPE_KEY] = {"name": key["_id"], "role": key["role"]}
         await self.app(scope, receive, send)
 

@@ -1,22 +1,20 @@
-"""What every resolver gets through `info.context`: the services, the caller's role, the loaders."""
+"""What every resolver gets through `info.context`: the services, the stream hub, the caller's
+role, the loaders."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from api.errors import Forbidden
+from contact_monitor.core.services import Services
 from resolvers.loaders import Loaders
-
-if TYPE_CHECKING:
-    from contact_monitor.app import Services
-
-ROLE_RANK = {"read": 0, "write": 1, "admin": 2}
+from subscriptions.hub import StreamHub
 
 
 @dataclass
 class Context:
     services: Services
+    hub: StreamHub
     role: str
     key_name: str
     loaders: Loaders = field(init=False)
@@ -28,8 +26,3 @@ class Context:
 
     def __post_init__(self) -> None:
         self.loaders = Loaders(self.services.storage)
-
-    def require(self, role: str) -> None:
-        """`Forbidden` unless the caller's key has at least `role`."""
-        if ROLE_RANK.get(self.role, -1) < ROLE_RANK[role]:
-            raise Forbidden(f"this needs a key with the {role} role; {self.key_name!r} has {self.role}")

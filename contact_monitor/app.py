@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 from pymongo.errors import PyMongoError
 from redis.asyncio import Redis
@@ -17,9 +16,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from api.app import error_response, graphql_routes
+from api.app import graphql_routes
 from contact_monitor import __version__
-from contact_monitor.activity import ActivityPublisher, ActivityRecorder
+from contact_monitor.core.errors import UserError
+from contact_monitor.core.fields import install_core_fields
+from contact_monitor.core.services import Services
 from contact_monitor.settings import Settings, SettingsError
 from contact_monitor.storage import Storage
 from ingest import form_submit as form_routes
@@ -33,17 +34,25 @@ from subscriptions.hub import StreamHub
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Services:
-    """What the lifespan opened; reaches endpoints as `request.state.services`."""
+def error_response(
+    request: Request, status: int, message: str, code: str, headers: dict[str, str] | None = None
+) -> Response:
+    """The one error body of the HTTP endpoints: GraphQL-shaped on /graphql, and on the tracking
+    endpoints what Mautic's tracker reads (`success: 0`) with the message and the code."""
+    if request.url.path.startswith("/graphql"):
+        body: dict[str, object] = {
+            "data": None,
+            "errors": [{"message": message, "extensions": {"code": code}}],
+        }
+    else:
+        body = {"success": 0, "error": message, "code": code}
+    return JSONResponse(body, status_code=status, headers={"Cache-Control": "no-store", **(headers or {})})
 
-    settings: Settings
-    storage: Storage
-    redis: Redis
-    publisher: ActivityPublisher
-    recorder: ActivityRecorder
-    pipeline: IngestPipeline
-    hub: StreamHub
+
+async def user_error(request: Request, exc: Exception) -> Response:
+    """A request refused before any work (401, 413, ...): the error says why."""
+    assert isinstance(exc, UserError)
+    return error_response(request, exc.status, exc.message, exc.code, exc.headers)
 
 
 async def health(request: Request) -> Response:
@@ -75,7 +84,11 @@ async def storage_unavailable(request: Request, exc: Exception) -> Response:
         exc,
     )
     return error_response(
-        503, "storage temporarily unavailable, retry later", "SERVICE_UNAVAILABLE", {"Retry-After": "5"}
+        request,
+        503,
+        "storage temporarily unavailable, retry later",
+        "SERVICE_UNAVAILABLE",
+        {"Retry-After": "5"},
     )
 
 
@@ -88,23 +101,21 @@ def create_app(settings: Settings) -> Starlette:
     mongodb_uri, redis_url = settings.mongodb_uri, settings.redis_url
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Services]]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:
         storage = Storage.connect(mongodb_uri, settings.mongodb_db)
         # Bounded waits: a Redis outage delays a hit by seconds at most, it never hangs it.
         redis = Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=5)
         try:
             await storage.create_indexes()
+            await install_core_fields(storage)
             await redis.ping()
             await asyncio.to_thread(warm_up)
-            publisher = ActivityPublisher(
-                redis, settings.stream_key, settings.stream_maxlen, settings.online_key
-            )
-            recorder = ActivityRecorder(storage, publisher)
-            pipeline = IngestPipeline(settings, storage, recorder)
+            services = Services.open(settings, storage, redis)
             hub = StreamHub(redis, settings.stream_key, settings.subscription_queue)
             await hub.start()
             try:
-                yield {"services": Services(settings, storage, redis, publisher, recorder, pipeline, hub)}
+                # request.state.services / .pipeline / .hub; GraphQL gets them through its context.
+                yield {"services": services, "pipeline": IngestPipeline(services), "hub": hub}
             finally:
                 await hub.stop()
         finally:
@@ -125,7 +136,11 @@ def create_app(settings: Settings) -> Starlette:
             )
         ],
         lifespan=lifespan,
-        exception_handlers={PyMongoError: storage_unavailable, RedisError: storage_unavailable},
+        exception_handlers={
+            UserError: user_error,
+            PyMongoError: storage_unavailable,
+            RedisError: storage_unavailable,
+        },
     )
 
 

@@ -11,13 +11,13 @@ import sys
 from collections.abc import Sequence
 
 from contact_monitor import __version__
+from contact_monitor.core.errors import FieldError
+from contact_monitor.core.fields import FieldChange, create_field, install_core_fields, update_field
 from contact_monitor.embedded import EmbeddedError, embedded_services
 from contact_monitor.settings import Settings, SettingsError
 from contact_monitor.storage import Storage
 from contact_monitor.storage.api_keys import ROLES, ApiKeyError
-from contact_monitor.storage.db import FieldChange
-from contact_monitor.storage.fields import FieldError
-from ingest.fields import FIELD_TYPES, FieldDefinition
+from contact_monitor.storage.fields import FIELD_TYPES, FieldDefinition
 
 ENVIRONMENT_HELP = """\
 configuration (environment variables, all optional):
@@ -74,7 +74,7 @@ async def _with_storage(settings: Settings, action: str, args: argparse.Namespac
         assert uri is not None
         storage = Storage.connect(uri, settings.mongodb_db)
         try:
-            await storage.fields.create_indexes()
+            await install_core_fields(storage)
             await storage.api_keys.create_indexes()
             return await FIELD_ACTIONS[action](storage, args)
         finally:
@@ -129,7 +129,8 @@ def _report_indexing(change: FieldChange) -> None:
 
 
 async def fields_create(storage: Storage, args: argparse.Namespace) -> int:
-    change = await storage.create_field(
+    change = await create_field(
+        storage,
         args.alias,
         type=args.type,
         label=args.label,
@@ -143,7 +144,8 @@ async def fields_create(storage: Storage, args: argparse.Namespace) -> int:
 
 
 async def fields_update(storage: Storage, args: argparse.Namespace) -> int:
-    change = await storage.update_field(
+    change = await update_field(
+        storage,
         args.alias,
         label=args.label,
         type=args.type,

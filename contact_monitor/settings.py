@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
+from contact_monitor.text import parse_flag
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 AnonymizeMode = Literal["off", "truncate", "drop"]
 N = TypeVar("N", int, float)
@@ -109,11 +111,9 @@ class Settings:
             value = text(name)
             if value is None:
                 return default
-            lowered = value.lower()
-            if lowered in ("1", "true", "yes", "on"):
-                return True
-            if lowered in ("0", "false", "no", "off"):
-                return False
+            parsed = parse_flag(value)
+            if parsed is not None:
+                return parsed
             raise SettingsError(f"{name} must be true or false, not {value!r}")
 
         def converted(name: str, default: N, kind: Callable[[str], N], what: str) -> N:
@@ -142,16 +142,12 @@ class Settings:
                 raise SettingsError(f"CM_TRUSTED_PROXIES: {entry!r} is not an IP or CIDR range") from None
 
         anonymize = (text("CM_ANONYMIZE_IP") or "off").lower()
-        anonymize = {
-            "true": "truncate",
-            "1": "truncate",
-            "yes": "truncate",
-            "on": "truncate",
-            "false": "off",
-            "0": "off",
-            "no": "off",
-            "none": "drop",
-        }.get(anonymize, anonymize)
+        # A yes/no word means truncate/off; "none" drops the IP.
+        switch = parse_flag(anonymize)
+        if switch is not None:
+            anonymize = "truncate" if switch else "off"
+        elif anonymize == "none":
+            anonymize = "drop"
         if anonymize not in ("off", "truncate", "drop"):
             raise SettingsError(f"CM_ANONYMIZE_IP must be off, truncate or drop, not {anonymize!r}")
 

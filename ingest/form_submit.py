@@ -1,8 +1,12 @@
 """POST /form/submit?formId=N: a form post from a web page or a mobile app.
 
 The submitter is identified like a tracking request, with every mapped contact field (publicly
-updatable or not) and the rule of behaviour-decisions item 3: an existing, identified contact
-with the submitted email survives and the anonymous visitor is merged into it.
+updatable or not): an existing, identified contact with the submitted email survives and the
+anonymous visitor is merged into it (docs/identity.md, "Form submissions").
+
+Every answer, errors included, is in the form protocol (JSON for scripts and apps, a page or a
+redirect for a browser's post): a browser that posted a page must get a page back, so this
+endpoint answers its own 413 and 503 instead of the app's JSON error handler.
 """
 
 from __future__ import annotations
@@ -10,7 +14,6 @@ from __future__ import annotations
 import html
 import logging
 import re
-from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from pymongo.errors import PyMongoError
@@ -18,13 +21,13 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from contact_monitor.core.errors import PayloadTooLarge
+from contact_monitor.core.services import Services
 from contact_monitor.storage.forms import Form
 from ingest.forms import Submission, read_submission, validate_submission
-from ingest.routes import BodyTooLarge, build_visit, collect_params, read_body, visitor_address, with_cookies
+from ingest.pipeline import IngestPipeline
+from ingest.routes import build_visit, collect_params, read_body, visitor_address, with_cookies
 from ingest.useragent import parse_user_agent
-
-if TYPE_CHECKING:
-    from contact_monitor.app import Services
 
 log = logging.getLogger(__name__)
 UNAVAILABLE = "This form is no longer available."
@@ -100,7 +103,7 @@ async def form_submit(request: Request) -> Response:
         )
     try:
         body = await read_body(request, settings.max_body_bytes)
-    except BodyTooLarge:
+    except PayloadTooLarge:
         response = failure(
             None, wants_json, message=f"The submission is larger than {settings.max_body_bytes} bytes."
         )
@@ -114,7 +117,7 @@ async def form_submit(request: Request) -> Response:
         )
         if form is None or not form.published:
             return failure(submission, submission.wants_json, message=UNAVAILABLE)
-        registry = await services.pipeline.registry.get()
+        registry = await services.fields.get()
         values, results, errors = validate_submission(form, submission, registry)
         if errors:
             return failure(
@@ -131,7 +134,8 @@ async def form_submit(request: Request) -> Response:
             values=values,
             form={"form_id": form.id, "form_name": form.name, "values": results},
         )
-        outcome = await services.pipeline.track(visit)
+        pipeline: IngestPipeline = request.state.pipeline
+        outcome = await pipeline.track(visit)
     except PyMongoError:
         log.exception("form submission could not be stored")
         response = failure(submission, submission.wants_json, message="Please try again in a moment.")

@@ -6,8 +6,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from contact_monitor.core.fields import FieldValue, FieldValueError, validate_value
+from contact_monitor.storage.fields import FieldDefinition
 from contact_monitor.storage.forms import Form
-from ingest.fields import FieldDefinition, FieldValue, FieldValueError, validate_value
 from ingest.payload import Params
 
 _WRAPPED = re.compile(r"^mauticform\[([A-Za-z0-9_]+)\]$")

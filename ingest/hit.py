@@ -7,9 +7,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from contact_monitor.core.tags import TagChanges, parse_tags
+from contact_monitor.core.utm import extract_utm
+from contact_monitor.text import parse_flag
 from ingest.payload import Params, ParamValue, PayloadError, decode_clickthrough
-from ingest.tags import TagChanges, parse_tags
-from ingest.utm import extract_utm
 
 MAX_URL_LENGTH = 4096
 MAX_TITLE_LENGTH = 191
@@ -69,15 +70,6 @@ def _last(value: ParamValue | None) -> str:
     if isinstance(value, list):
         return value[-1] if value else ""
     return value or ""
-
-
-def _bool(value: str) -> bool | None:
-    lowered = value.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    return None
 
 
 def browser_languages(header: str | None) -> tuple[str, ...]:
@@ -153,8 +145,8 @@ def build_hit(
         resolution=text("resolution", 32) or None,
         timezone_offset=offset,
         platform=text("platform", MAX_SHORT_LENGTH) or None,
-        adblock=_bool(text("adblock", 8)) if "adblock" in params else None,
-        do_not_track=_bool(text("do_not_track", 8)) if "do_not_track" in params else None,
+        adblock=parse_flag(text("adblock", 8)) if "adblock" in params else None,
+        do_not_track=parse_flag(text("do_not_track", 8)) if "do_not_track" in params else None,
     )
 
     tags = TagChanges()

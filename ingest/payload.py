@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from contact_monitor.core.fields import TRACKING_PARAMETERS
 from ingest import phpserial
 
 ParamValue = str | list[str]
@@ -26,38 +27,9 @@ MAX_KEYS = 200
 MAX_KEY_LENGTH = 64
 MAX_VALUE_LENGTH = 8192
 MAX_LIST_ITEMS = 100
-# Parameters with a meaning of their own. They are accepted even past MAX_KEYS, so that junk
-# parameters cannot push out the page URL; any other name may be a contact field alias.
-RESERVED = frozenset(
-    [
-        "page_url",
-        "page_title",
-        "page_language",
-        "page_referrer",
-        "referrer",
-        "language",
-        "url",
-        "title",
-        "counter",
-        "timezone_offset",
-        "timezone",
-        "resolution",
-        "platform",
-        "fingerprint",
-        "adblock",
-        "do_not_track",
-        "mautic_device_id",
-        "mtc_id",
-        "tags",
-        "d",
-        "ct",
-        "utm_source",
-        "utm_medium",
-        "utm_campaign",
-        "utm_content",
-        "utm_term",
-    ]
-)
+# Parameters with a meaning of their own are accepted even past MAX_KEYS, so that junk parameters
+# cannot push out the page URL; any other name may be a contact field alias.
+RESERVED = TRACKING_PARAMETERS
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import time
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -16,25 +15,24 @@ from typing import Any, Literal
 from bson import ObjectId
 from pymongo.errors import DuplicateKeyError
 
-from contact_monitor.activity import Activity, ActivityRecorder
-from contact_monitor.settings import Settings
-from contact_monitor.storage import Storage
-from ingest.fields import (
-    IDENTIFYING_FIELDS,
-    FieldDefinition,
+from contact_monitor.core import contacts
+from contact_monitor.core.activity import Activity
+from contact_monitor.core.contacts import plan_fields
+from contact_monitor.core.fields import (
     FieldValue,
-    FieldValueError,
     is_timezone,
+    submitted_fields,
     timezone_from_offset,
-    unique_key,
-    validate_value,
 )
+from contact_monitor.core.identity import IdentityResolver, Visitor
+from contact_monitor.core.services import Services
+from contact_monitor.core.tags import diff
+from contact_monitor.storage.contacts import unique_key
+from contact_monitor.storage.documents import Document
+from contact_monitor.storage.fields import FieldDefinition
 from ingest.hit import Hit
-from ingest.identity import IdentityResolver, Visitor
-from ingest.tags import tag_key
 from ingest.useragent import UserAgent
 
-Document = dict[str, Any]
 # A contact's `last_active` is rewritten at most this often when a hit changes nothing else: one
 # write less for most page views of a visit (hits keep exact times).
 LAST_ACTIVE_RESOLUTION = dt.timedelta(seconds=60)
@@ -63,71 +61,17 @@ class Outcome:
     warnings: list[str] = field(default_factory=list)
 
 
-class FieldRegistry:
-    """The field definitions, re-read from MongoDB at most every `ttl` seconds (the CLI changes them
-    from another process)."""
-
-    def __init__(self, storage: Storage, ttl: float) -> None:
-        self.storage = storage
-        self.ttl = ttl
-        self._fields: dict[str, FieldDefinition] = {}
-        self._loaded_at = float("-inf")
-        self._lock = asyncio.Lock()
-
-    async def get(self) -> Mapping[str, FieldDefinition]:
-        if time.monotonic() - self._loaded_at < self.ttl:
-            return self._fields
-        async with self._lock:
-            if time.monotonic() - self._loaded_at >= self.ttl:
-                self._fields = {f.alias: f for f in await self.storage.fields.all()}
-                self._loaded_at = time.monotonic()
-        return self._fields
-
-
-def submitted_fields(
-    params: Mapping[str, str | list[str]], registry: Mapping[str, FieldDefinition]
-) -> tuple[dict[str, FieldValue], list[str]]:
-    """The valid values of publicly updatable fields; invalid ones are dropped with a warning.
-    Parameter names match aliases case-insensitively; an exact lower-case name wins."""
-    raw: dict[str, str | list[str]] = {}
-    for key, value in params.items():
-        alias = key.lower()
-        definition = registry.get(alias)
-        if definition is None or not definition.publicly_updatable:
-            continue
-        if alias not in raw or key == alias:
-            raw[alias] = value
-    values: dict[str, FieldValue] = {}
-    warnings: list[str] = []
-    for alias, value in raw.items():
-        try:
-            cleaned = validate_value(registry[alias], value)
-        except FieldValueError as exc:
-            warnings.append(f"field {alias!r} was ignored: {exc}")
-            continue
-        if cleaned is not None:  # empty values never overwrite data
-            values[alias] = cleaned
-    return values, warnings
-
-
 class IngestPipeline:
-    def __init__(self, settings: Settings, storage: Storage, recorder: ActivityRecorder) -> None:
-        self.settings = settings
-        self.storage = storage
-        self.recorder = recorder
-        self.registry = FieldRegistry(storage, settings.field_cache_seconds)
-        self.identity = IdentityResolver(storage, track_by_ip=settings.track_by_ip)
-
-    async def field_aliases(self) -> frozenset[str]:
-        """Aliases of publicly updatable fields (they take precedence over deprecated parameters)."""
-        registry = await self.registry.get()
-        return frozenset(alias for alias, f in registry.items() if f.publicly_updatable)
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.storage = services.storage
+        self.identity = IdentityResolver(services.storage, track_by_ip=services.settings.track_by_ip)
 
     async def track(self, visit: Visit) -> Outcome:
         hit = visit.hit
         now = hit.occurred_at
         outcome = Outcome(warnings=list(hit.warnings))
-        registry = await self.registry.get()
+        registry = await self.services.fields.get()
         if visit.values is not None:
             values = dict(visit.values)
         else:
@@ -144,19 +88,24 @@ class IngestPipeline:
                 unique_keys=unique,
             )
             try:
-                contact = await self.apply_changes(visitor, visit, values, registry, unique)
+                contact, created, changes = await self.apply_changes(visitor, visit, values, registry)
                 break
             except DuplicateKeyError:
                 # Another request gave the same email to another contact a moment ago: resolve
                 # again, which now finds (and merges into) that contact.
-                if visitor.created:  # the contact made for this visit was never used: drop it
-                    await self.storage.contacts.delete(visitor.contact["_id"])
                 if attempt:
                     raise
         activities = visitor.activities
+        if created:
+            activities.append(Activity("contact_created", contact["_id"], now))
+        activities.extend(changes)
 
         device = visitor.device or await self.identity.device_for(
-            contact, visit.user_agent, hit.fingerprint.as_document(), now, new_contact=visitor.created
+            contact["_id"],
+            visit.user_agent.as_document(),
+            hit.fingerprint.as_document(),
+            now,
+            new_contact=created,
         )
         outcome.contact_id = contact["_id"]
         outcome.device_id = device["_id"]
@@ -166,7 +115,7 @@ class IngestPipeline:
         if visit.endpoint in ("pixel", "event"):
             outcome.hit_id, page_hit = await self.store_hit(visit, contact["_id"], device)
             activities.append(page_hit)
-        await self.recorder.record(activities, contact)
+        await self.services.recorder.record(activities, contact)
         return outcome
 
     async def store_hit(self, visit: Visit, contact_id: str, device: Document) -> tuple[str, Activity]:
@@ -215,74 +164,41 @@ class IngestPipeline:
         visit: Visit,
         values: Mapping[str, FieldValue],
         registry: Mapping[str, FieldDefinition],
-        unique: list[str],
-    ) -> Document:
-        """Fields, identity keys, tags and last activity in one contact update."""
-        contact = visitor.contact
+    ) -> tuple[Document, bool, list[Activity]]:
+        """Fields, identity keys, tags and last activity: one insert for a new contact, at most
+        one update for a known one. Returns the contact as it is after, whether it is new, and the
+        activities of the change."""
         hit = visit.hit
         now = hit.occurred_at
+        contact = visitor.contact or {}
         current = contact.get("fields", {})
-        changes = {alias: value for alias, value in values.items() if current.get(alias) != value}
-        if "timezone" not in current and "timezone" not in changes:
+        values = dict(values)
+        if "timezone" not in current and "timezone" not in values:
             # As Mautic: a contact without a time zone gets the browser's (the IANA name mtc.js
             # sends, else a fixed-offset zone from timezone_offset).
             guessed = hit.timezone if hit.timezone and is_timezone(hit.timezone) else None
             if guessed is None and hit.fingerprint.timezone_offset is not None:
                 guessed = timezone_from_offset(hit.fingerprint.timezone_offset)
             if guessed:
-                changes["timezone"] = guessed
-        set_values: dict[str, object] = {f"fields.{alias}": value for alias, value in changes.items()}
-        becomes_identified = contact.get("anonymous", True) and any(
-            changes.get(alias) or current.get(alias) for alias in IDENTIFYING_FIELDS
-        )
-        if becomes_identified:
-            set_values["anonymous"] = False
-            set_values["identified_at"] = now
-        new_ids = [key for key in unique if key not in contact.get("ids", [])]
-
-        added: list[str] = []
-        removed: list[str] = []
+                values["timezone"] = guessed
+        change = plan_fields(contact, values, registry)
         if hit.tags:
-            names = await self.storage.tags.ensure(hit.tags.add, now) if hit.tags.add else {}
-            if hit.tags.remove:
-                names.update(await self.storage.tags.names(tag_key(t) for t in hit.tags.remove))
-            held = set(contact.get("tags", []))
-            added = [names[tag_key(t)] for t in hit.tags.add if names.get(tag_key(t)) not in held]
-            removed = [names[k] for t in hit.tags.remove if (k := tag_key(t)) in names and names[k] in held]
+            change.added_tags, change.removed_tags = await diff(
+                self.storage, contact.get("tags", []), hit.tags, now
+            )
+        if visitor.contact is None:
+            created = await contacts.create(self.storage, change, now, visit.ip)
+            return created, True, change.activities(created["_id"], now)
 
         last_active = contact.get("last_active")
-        nothing_new = not (set_values or new_ids or added or removed) and contact.get("last_ip") == visit.ip
+        nothing_new = not change and contact.get("last_ip") == visit.ip
         if not (nothing_new and last_active and now - last_active < LAST_ACTIVE_RESOLUTION):
-            exists = await self.storage.contacts.update(
-                contact["_id"],
-                now=now,
-                ip=visit.ip,
-                set_values=set_values,
-                add_ids=new_ids,
-                add_tags=added,
-                remove_tags=removed,
-            )
+            exists = await contacts.apply(self.storage, contact, change, now, visit=(now, visit.ip))
             if not exists:  # deleted concurrently (merged by a parallel request): resolve again
                 raise DuplicateKeyError("contact vanished during the visit")
-        # The contact as the update left it, for the activities' contact summary.
-        updated = {
-            **contact,
-            "fields": {**current, **changes},
-            "anonymous": contact.get("anonymous", True) and not becomes_identified,
-            "tags": [t for t in contact.get("tags", []) if t not in removed] + added,
-            "last_active": max(contact.get("last_active", now), now),
-        }
-        activities = visitor.activities
-        if becomes_identified:
-            identity = {alias: updated["fields"].get(alias) for alias in IDENTIFYING_FIELDS}
-            activities.append(Activity("contact_identified", contact["_id"], now, {"fields": identity}))
-        if changes:
-            activities.append(Activity("fields_updated", contact["_id"], now, {"fields": changes}))
-        if added or removed:
-            activities.append(
-                Activity("tags_changed", contact["_id"], now, {"added": added, "removed": removed})
-            )
-        return updated
+        updated = change.applied_to(contact)
+        updated["last_active"] = max(contact.get("last_active", now), now)
+        return updated, False, change.activities(contact["_id"], now)
 
     def hit_document(self, hit_id: ObjectId, visit: Visit, contact_id: str, device_id: str) -> Document:
         hit = visit.hit

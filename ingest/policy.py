@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from contact_monitor.core.network import IPAddress, is_blocked
 from contact_monitor.settings import Settings
-from ingest.network import IPAddress, is_blocked
 from ingest.useragent import UserAgent
 
 

@@ -10,27 +10,26 @@ from __future__ import annotations
 import base64
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pymongo.errors import PyMongoError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from api.auth import bearer_token
-from contact_monitor.activity import now_ms
+from contact_monitor.core.activity import now_ms
+from contact_monitor.core.errors import PayloadTooLarge
+from contact_monitor.core.fields import FieldValue
+from contact_monitor.core.keys import key_of
+from contact_monitor.core.network import IPAddress, client_ip, stored_ip
+from contact_monitor.core.services import Services
+from contact_monitor.settings import Settings
 from ingest.cookies import CONTACT_COOKIE, DEVICE_COOKIE, set_tracking_cookies
-from ingest.fields import FieldValue
 from ingest.hit import build_hit
-from ingest.network import IPAddress, client_ip, stored_ip
 from ingest.payload import ParamsBuilder, merge_d, merge_page_url_query, parse_json_body, parse_query
-from ingest.pipeline import Endpoint, Outcome, Visit
+from ingest.pipeline import Endpoint, IngestPipeline, Outcome, Visit
 from ingest.policy import privacy_signals, skip_reason
 from ingest.useragent import UserAgent, parse_user_agent
-
-if TYPE_CHECKING:
-    from contact_monitor.app import Services
-    from contact_monitor.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -45,21 +44,17 @@ NO_STORE = {"Cache-Control": "no-store"}
 ANY_METHOD = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 async def read_body(request: Request, limit: int) -> bytes:
-    """The body, or `BodyTooLarge` as soon as it passes `limit` bytes (never buffered beyond it)."""
+    """The body, or `PayloadTooLarge` as soon as it passes `limit` bytes (never buffered beyond it)."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge
+        raise PayloadTooLarge(f"request body larger than {limit} bytes")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise BodyTooLarge
+            raise PayloadTooLarge(f"request body larger than {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -83,8 +78,7 @@ def collect_params(request: Request, body: bytes, limit: int) -> ParamsBuilder:
 
 async def holds_api_key(request: Request, services: Services) -> bool:
     """Like Mautic's logged-in users: requests made with a valid API key are never tracked."""
-    token = bearer_token(request.headers.get("authorization"))
-    return token is not None and await services.storage.api_keys.authenticate(token) is not None
+    return await key_of(services.storage, request.headers.get("authorization")) is not None
 
 
 def build_visit(
@@ -150,7 +144,7 @@ async def visit_from_request(
         builder,
         address=address,
         user_agent=user_agent,
-        field_aliases=await services.pipeline.field_aliases(),
+        field_aliases=await services.fields.public_aliases(),
     )
     return visit, list(visit.hit.warnings)
 
@@ -160,7 +154,8 @@ async def record(request: Request, endpoint: Endpoint, body: bytes) -> tuple[Out
     visit, warnings = await visit_from_request(request, services, endpoint, body)
     if visit is None:
         return None, warnings
-    outcome = await services.pipeline.track(visit)
+    pipeline: IngestPipeline = request.state.pipeline
+    outcome = await pipeline.track(visit)
     return outcome, outcome.warnings
 
 
@@ -182,7 +177,7 @@ async def tracking_pixel(request: Request) -> Response:
     try:
         try:
             body = await read_body(request, request.state.services.settings.max_body_bytes)
-        except BodyTooLarge:
+        except PayloadTooLarge:
             body = b""
         outcome, _ = await record(request, "pixel", body)
     except PyMongoError:
@@ -200,24 +195,10 @@ def ids_body(outcome: Outcome | None, request: Request) -> dict[str, object]:
 
 
 async def tracking_event(request: Request) -> Response:
+    """Errors (413, and 503 while MongoDB is down) are answered by the app's exception handlers."""
     services: Services = request.state.services
-    try:
-        body = await read_body(request, services.settings.max_body_bytes)
-    except BodyTooLarge:
-        return JSONResponse(
-            {"success": 0, "error": f"request body larger than {services.settings.max_body_bytes} bytes"},
-            status_code=413,
-            headers=NO_STORE,
-        )
-    try:
-        outcome, warnings = await record(request, "event", body)
-    except PyMongoError:
-        log.exception("event hit could not be stored")
-        return JSONResponse(
-            {"success": 0, "error": "storage temporarily unavailable, retry later"},
-            status_code=503,
-            headers=NO_STORE,
-        )
+    body = await read_body(request, services.settings.max_body_bytes)
+    outcome, warnings = await record(request, "event", body)
     payload: dict[str, object] = {"success": 1, **ids_body(outcome, request), "events": []}
     if warnings:
         payload["warnings"] = warnings
@@ -225,11 +206,7 @@ async def tracking_event(request: Request) -> Response:
 
 
 async def tracked_contact(request: Request) -> Response:
-    try:
-        outcome, _ = await record(request, "mtc", b"")
-    except PyMongoError:
-        log.exception("visitor lookup failed")
-        return JSONResponse({"error": "storage temporarily unavailable, retry later"}, status_code=503)
+    outcome, _ = await record(request, "mtc", b"")
     return with_cookies(JSONResponse(ids_body(outcome, request), headers=NO_STORE), request, outcome)
 
 

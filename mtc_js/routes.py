@@ -18,7 +18,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from contact_monitor import __version__
-from ingest.network import is_trusted_peer
+from contact_monitor.core.network import is_trusted_peer
 
 if TYPE_CHECKING:
     from contact_monitor.settings import Settings

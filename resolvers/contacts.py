@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Any
 
-from api.errors import BadUserInput
+from contact_monitor.core.errors import BadUserInput
+from contact_monitor.core.fields import FieldValueError, validate_value
+from contact_monitor.core.tags import clean_tag, tag_key
 from contact_monitor.storage import Storage
-from ingest.fields import FieldValueError, unique_key, validate_value
-from ingest.tags import clean_tag, tag_key
+from contact_monitor.storage.contacts import unique_key
+from contact_monitor.storage.documents import Document
 from resolvers.pagination import decode_cursor, encode_cursor
 
-Document = dict[str, Any]
 # urlContains / utm filters first collect matching contact ids; past this many they are cut.
 MAX_FILTER_IDS = 10_000
 

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from strawberry.dataloader import DataLoader
 
 from contact_monitor.storage import Storage
-
-Document = dict[str, Any]
+from contact_monitor.storage.documents import Document
 
 
 class Loaders:

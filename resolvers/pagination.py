@@ -9,7 +9,7 @@ import datetime as dt
 from bson import ObjectId
 from bson.errors import InvalidId
 
-from api.errors import BadUserInput
+from contact_monitor.core.errors import BadUserInput
 
 DEFAULT_PAGE = 20
 MAX_PAGE = 100

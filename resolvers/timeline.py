@@ -3,21 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
+from contact_monitor.core.activity import STORED_TYPES, TIMELINE_TYPES
 from contact_monitor.storage import Storage
+from contact_monitor.storage.documents import Document
 from resolvers.pagination import decode_cursor, encode_cursor
-
-Document = dict[str, Any]
-ACTIVITY_KINDS = (
-    "tags_changed",
-    "fields_updated",
-    "contact_identified",
-    "contact_merged",
-    "form_submitted",
-    "custom_activity",
-)
-ALL_KINDS = ("page_hit", "utm_recorded", *ACTIVITY_KINDS)
 
 
 async def timeline_page(
@@ -28,7 +18,7 @@ async def timeline_page(
     Each source is asked for `first + 1` entries before the cursor; the merge of the three keeps
     the newest `first`, ordered by (time, id) - ids are ObjectIds, unique across the collections.
     """
-    wanted = set(ALL_KINDS if kinds is None else kinds)
+    wanted = set(TIMELINE_TYPES if kinds is None else kinds)
     before = decode_cursor(after, object_id=True)
     limit = first + 1
     entries: list[tuple[str, Document]] = []
@@ -40,7 +30,7 @@ async def timeline_page(
     if "utm_recorded" in wanted:
         docs = await storage.hits.utm_for_contact(contact_id, before=before, limit=limit)
         entries += [("utm_recorded", doc) for doc in docs]
-    activity_kinds = [kind for kind in ACTIVITY_KINDS if kind in wanted]
+    activity_kinds = [kind for kind in STORED_TYPES if kind in wanted]
     if activity_kinds:
         docs = await storage.activities.for_contact(
             contact_id, types=activity_kinds, before=before, limit=limit

@@ -19,9 +19,12 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from redis.asyncio import Redis
 
-from contact_monitor.app import Services, create_app
+from contact_monitor.app import create_app
+from contact_monitor.core import fields as field_ops
+from contact_monitor.core.services import Services
 from contact_monitor.embedded import start_mongodb
 from contact_monitor.settings import Settings
+from subscriptions.hub import StreamHub
 
 CHROME = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -74,6 +77,7 @@ class Harness:
     client: httpx.AsyncClient
     settings: Settings
     services: Services
+    hub: StreamHub
     db: AsyncDatabase[dict[str, Any]]
     redis: Redis
 
@@ -85,11 +89,13 @@ class Harness:
         self, alias: str, *, public: bool = True, unique: bool | None = None, **create: Any
     ) -> None:
         """Make a field publicly updatable (creating it when `create` options are given)."""
-        fields = self.services.storage.fields
+        storage = self.services.storage
         if create:
-            await fields.create(alias, publicly_updatable=public, unique=bool(unique), **create)
+            await field_ops.create_field(
+                storage, alias, publicly_updatable=public, unique=bool(unique), **create
+            )
         else:
-            await fields.update(alias, publicly_updatable=public, unique=unique)
+            await field_ops.update_field(storage, alias, publicly_updatable=public, unique=unique)
 
     async def pixel(self, client: httpx.AsyncClient | None = None, **params: str) -> httpx.Response:
         response = await (client or self.client).get("/mtracking.gif", params=params)
@@ -161,10 +167,11 @@ async def running(settings: Settings, *, ip: str = "203.0.113.10") -> AsyncItera
             transport=transport, base_url=BASE_URL, headers={"User-Agent": CHROME}
         ) as client:
             services: Services = manager._state["services"]
+            hub: StreamHub = manager._state["hub"]
             mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongodb_uri, tz_aware=True)
             redis = Redis.from_url(settings.redis_url or "")
             try:
-                yield Harness(manager.app, client, settings, services, mongo[settings.mongodb_db], redis)
+                yield Harness(manager.app, client, settings, services, hub, mongo[settings.mongodb_db], redis)
             finally:
                 await mongo.drop_database(settings.mongodb_db)
                 await redis.delete(settings.stream_key)

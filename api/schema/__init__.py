@@ -6,10 +6,10 @@ import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import MaskErrors, ParserCache, QueryDepthLimiter, ValidationCache
 
-from api.errors import ApiError
 from api.schema.mutation import Mutation
 from api.schema.query import Query
 from api.schema.subscription import Subscription
+from contact_monitor.core.errors import UserError
 
 MAX_DEPTH = 10
 
@@ -17,7 +17,7 @@ MAX_DEPTH = 10
 def should_mask(error: GraphQLError) -> bool:
     """Our own errors and GraphQL's syntax/validation errors are shown; anything else is internal."""
     original = error.original_error
-    return original is not None and not isinstance(original, ApiError | GraphQLError)
+    return original is not None and not isinstance(original, UserError | GraphQLError)
 
 
 schema = strawberry.Schema(

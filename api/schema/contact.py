@@ -26,10 +26,11 @@ from api.schema.types import (
     TimelineEdge,
     UtmRecorded,
 )
+from contact_monitor.core.activity import TIMELINE_TYPES
+from contact_monitor.storage.documents import Document
 from resolvers.pagination import decode_cursor, page_size
 from resolvers.timeline import cursor_of, timeline_page
 
-Document = dict[str, Any]
 NODE_TYPES: dict[str, Any] = {
     "page_hit": PageHit,
     "utm_recorded": UtmRecorded,
@@ -40,6 +41,8 @@ NODE_TYPES: dict[str, Any] = {
     "form_submitted": FormSubmitted,
     "custom_activity": CustomActivity,
 }
+# Every timeline kind of the core has its GraphQL type.
+assert set(NODE_TYPES) == set(TIMELINE_TYPES), set(NODE_TYPES) ^ set(TIMELINE_TYPES)
 MAX_LIST = 100
 
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 from enum import Enum
+from typing import TYPE_CHECKING
 
 import strawberry
+
+from contact_monitor.core.activity import TIMELINE_TYPES
 
 
 @strawberry.input(description="A field value to match exactly (after the field's type conversion).")
@@ -36,16 +39,13 @@ class ContactRef:
     email: str | None = strawberry.UNSET
 
 
-@strawberry.enum(description="Kinds of timeline entries.")
-class TimelineType(Enum):
-    PAGE_HIT = "page_hit"
-    UTM_RECORDED = "utm_recorded"
-    TAGS_CHANGED = "tags_changed"
-    FIELDS_UPDATED = "fields_updated"
-    CONTACT_IDENTIFIED = "contact_identified"
-    CONTACT_MERGED = "contact_merged"
-    FORM_SUBMITTED = "form_submitted"
-    CUSTOM_ACTIVITY = "custom_activity"
+if TYPE_CHECKING:  # built at run time from the core's list; to mypy it is some Enum
+    TimelineType = Enum
+else:
+    TimelineType = strawberry.enum(
+        Enum("TimelineType", {kind.upper(): kind for kind in TIMELINE_TYPES}),
+        description="Kinds of timeline entries.",
+    )
 
 
 @strawberry.input(description="A form field: its name in the posted data, and the contact field it fills.")

@@ -7,19 +7,20 @@ import datetime as dt
 import strawberry
 from strawberry.scalars import JSON
 
-from api.errors import BadUserInput, NotFound
+from api.permissions import ADMIN, WRITE
 from api.schema.contact import Contact
 from api.schema.inputs import ContactRef, FormFieldInput
 from api.schema.query import field_of, form_of
 from api.schema.types import CustomActivity, Field, FormType, Info
-from contact_monitor.storage.fields import FieldError
+from contact_monitor.core import contacts as changes
+from contact_monitor.core import fields as field_ops
+from contact_monitor.core.errors import BadUserInput, NotFound
 from contact_monitor.storage.forms import FormError, FormField
-from resolvers import changes
 
 
 @strawberry.type
 class Mutation:
-    @strawberry.mutation(description="Create a contact field (admin).")
+    @strawberry.mutation(permission_classes=ADMIN, description="Create a contact field (admin).")
     async def create_field(
         self,
         info: Info,
@@ -30,21 +31,20 @@ class Mutation:
         unique: bool = False,
         max_length: int = 191,
     ) -> Field:
-        info.context.require("admin")
-        try:
-            change = await info.context.services.storage.create_field(
-                alias,
-                type=type,
-                label=label,
-                publicly_updatable=publicly_updatable,
-                unique=unique,
-                max_length=max_length,
-            )
-        except FieldError as exc:
-            raise BadUserInput(str(exc)) from None
+        change = await field_ops.create_field(
+            info.context.services.storage,
+            alias,
+            type=type,
+            label=label,
+            publicly_updatable=publicly_updatable,
+            unique=unique,
+            max_length=max_length,
+        )
         return field_of(change.field)
 
-    @strawberry.mutation(description="Change a field's flags, label or type (admin).")
+    @strawberry.mutation(
+        permission_classes=ADMIN, description="Change a field's flags, label or type (admin)."
+    )
     async def update_field(
         self,
         info: Info,
@@ -54,16 +54,19 @@ class Mutation:
         label: str | None = None,
         type: str | None = None,
     ) -> Field:
-        info.context.require("admin")
-        try:
-            change = await info.context.services.storage.update_field(
-                alias, publicly_updatable=publicly_updatable, unique=unique, label=label, type=type
-            )
-        except FieldError as exc:
-            raise BadUserInput(str(exc)) from None
+        change = await field_ops.update_field(
+            info.context.services.storage,
+            alias,
+            publicly_updatable=publicly_updatable,
+            unique=unique,
+            label=label,
+            type=type,
+        )
         return field_of(change.field)
 
-    @strawberry.mutation(description="Create a form for /form/submit?formId=<id> (admin).")
+    @strawberry.mutation(
+        permission_classes=ADMIN, description="Create a form for /form/submit?formId=<id> (admin)."
+    )
     async def create_form(
         self,
         info: Info,
@@ -72,7 +75,6 @@ class Mutation:
         post_action: str = "message",
         post_action_property: str = "Thank you!",
     ) -> FormType:
-        info.context.require("admin")
         storage = info.context.services.storage
         aliases = {f.alias for f in await storage.fields.all()}
         try:
@@ -92,44 +94,45 @@ class Mutation:
             raise BadUserInput(str(exc)) from None
         return form_of(form)
 
-    @strawberry.mutation(description="Accept or refuse submissions of a form (admin).")
+    @strawberry.mutation(
+        permission_classes=ADMIN, description="Accept or refuse submissions of a form (admin)."
+    )
     async def set_form_published(self, info: Info, id: int, published: bool) -> FormType:
-        info.context.require("admin")
         form = await info.context.services.storage.forms.set_published(id, published)
         if form is None:
             raise NotFound(f"no form {id}")
         return form_of(form)
 
     @strawberry.mutation(
-        description="Set field values ({alias: value}; null or an empty string removes one) (write)."
+        permission_classes=WRITE,
+        description="Set field values ({alias: value}; null or an empty string removes one) (write).",
     )
     async def update_contact(self, info: Info, id: strawberry.ID, fields: JSON) -> Contact:
-        info.context.require("write")
         return Contact(doc=await changes.update_fields(info.context.services, str(id), fields))  # type: ignore[arg-type]
 
-    @strawberry.mutation(description="Add and remove tags (write).")
+    @strawberry.mutation(permission_classes=WRITE, description="Add and remove tags (write).")
     async def tag_contact(
         self, info: Info, id: strawberry.ID, add: list[str] | None = None, remove: list[str] | None = None
     ) -> Contact:
-        info.context.require("write")
         return Contact(doc=await changes.tag_contact(info.context.services, str(id), add, remove))
 
     @strawberry.mutation(
-        description="Merge the loser into the winner; the loser's id resolves to the winner (write)."
+        permission_classes=WRITE,
+        description="Merge the loser into the winner; the loser's id resolves to the winner (write).",
     )
     async def merge_contacts(self, info: Info, winner_id: strawberry.ID, loser_id: strawberry.ID) -> Contact:
-        info.context.require("write")
         return Contact(doc=await changes.merge_contacts(info.context.services, str(winner_id), str(loser_id)))
 
     @strawberry.mutation(
-        description="Erase a contact and all its data, stream entries included (GDPR) (write)."
+        permission_classes=WRITE,
+        description="Erase a contact and all its data, stream entries included (GDPR) (write).",
     )
     async def delete_contact(self, info: Info, id: strawberry.ID) -> bool:
-        info.context.require("write")
         return await changes.erase_contact(info.context.services, str(id))
 
     @strawberry.mutation(
-        description="Record other online activity (forum post, chat, code submission...) (write)."
+        permission_classes=WRITE,
+        description="Record other online activity (forum post, chat, code submission...) (write).",
     )
     async def record_activity(
         self,
@@ -139,7 +142,6 @@ class Mutation:
         properties: JSON | None = None,
         occurred_at: dt.datetime | None = None,
     ) -> CustomActivity:
-        info.context.require("write")
         contact_id = None if contact.id in (None, strawberry.UNSET) else str(contact.id)
         email = None if contact.email in (None, strawberry.UNSET) else str(contact.email)
         doc = await changes.record_activity(

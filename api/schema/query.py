@@ -1,31 +1,40 @@
-"""Query: read contacts, tags, fields and fingerprint evidence (any role)."""
+"""Query: read contacts, tags, fields, forms and fingerprint evidence (any role: read and up)."""
 
 from __future__ import annotations
 
 import strawberry
 
+from api.permissions import READ
 from api.schema.contact import Contact, ContactConnection, ContactEdge
 from api.schema.inputs import ContactFilter
 from api.schema.types import Field, FormFieldType, FormType, Info, PageInfo, Tag
+from contact_monitor.storage.fields import FieldDefinition
 from contact_monitor.storage.forms import Form
-from ingest.fields import FieldDefinition
 from resolvers import contacts as read
 from resolvers.pagination import page_size
 
 
 @strawberry.type
 class Query:
-    @strawberry.field(description="A contact by id (the mtc_id cookie); merged ids resolve to the survivor.")
+    @strawberry.field(
+        permission_classes=READ,
+        description="A contact by id (the mtc_id cookie); merged ids resolve to the survivor.",
+    )
     async def contact(self, info: Info, id: strawberry.ID) -> Contact | None:
         doc = await info.context.services.storage.contacts.resolve(str(id))
         return Contact(doc=doc) if doc else None
 
-    @strawberry.field(description="The contact of a device tracking id (the mautic_device_id cookie).")
+    @strawberry.field(
+        permission_classes=READ,
+        description="The contact of a device tracking id (the mautic_device_id cookie).",
+    )
     async def contact_by_device(self, info: Info, tracking_id: str) -> Contact | None:
         doc = await read.contact_by_device(info.context.services.storage, tracking_id)
         return Contact(doc=doc) if doc else None
 
-    @strawberry.field(description="Contacts matching the filter, most recently active first.")
+    @strawberry.field(
+        permission_classes=READ, description="Contacts matching the filter, most recently active first."
+    )
     async def contacts(
         self,
         info: Info,
@@ -57,7 +66,8 @@ class Query:
         )
 
     @strawberry.field(
-        description="Contacts whose devices sent this fingerprint: possibly one person. Evidence only."
+        permission_classes=READ,
+        description="Contacts whose devices sent this fingerprint: possibly one person. Evidence only.",
     )
     async def contacts_by_fingerprint(self, info: Info, hash: str) -> list[Contact]:
         return [
@@ -65,16 +75,18 @@ class Query:
             for doc in await read.contacts_by_fingerprint(info.context.services.storage, hash)
         ]
 
-    @strawberry.field(description="Every tag with the number of contacts carrying it.")
+    @strawberry.field(
+        permission_classes=READ, description="Every tag with the number of contacts carrying it."
+    )
     async def tags(self, info: Info) -> list[Tag]:
         counts = await info.context.services.storage.contacts.tag_counts()
         return [Tag(name=name, contact_count=count) for name, count in counts]
 
-    @strawberry.field(description="The forms /form/submit accepts.")
+    @strawberry.field(permission_classes=READ, description="The forms /form/submit accepts.")
     async def forms(self, info: Info) -> list[FormType]:
         return [form_of(form) for form in await info.context.services.storage.forms.all()]
 
-    @strawberry.field(description="The contact field registry.")
+    @strawberry.field(permission_classes=READ, description="The contact field registry.")
     async def fields(self, info: Info) -> list[Field]:
         return [field_of(f) for f in await info.context.services.storage.fields.all()]
 

@@ -6,29 +6,25 @@ import datetime as dt
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import strawberry
 
-from api.errors import BadUserInput
+from api.permissions import READ
 from api.schema.types import Info, PageHit
+from contact_monitor.core.activity import ACTIVITY_TYPES
+from contact_monitor.core.errors import BadUserInput
 from subscriptions.feed import MAX_ONLINE_WINDOW, FeedItem, activity_feed, visitors_online
 from subscriptions.filters import EventFilter
 
-
-@strawberry.enum(description="Kinds of live activity; GAP and LAGGED are markers every subscription gets.")
-class ActivityType(Enum):
-    PAGE_HIT = "page_hit"
-    CONTACT_CREATED = "contact_created"
-    CONTACT_IDENTIFIED = "contact_identified"
-    CONTACT_MERGED = "contact_merged"
-    CONTACT_DELETED = "contact_deleted"
-    TAGS_CHANGED = "tags_changed"
-    FIELDS_UPDATED = "fields_updated"
-    FORM_SUBMITTED = "form_submitted"
-    CUSTOM_ACTIVITY = "custom_activity"
-    GAP = "gap"
-    LAGGED = "lagged"
+if TYPE_CHECKING:  # built at run time from the core's list; to mypy it is some Enum
+    ActivityType = Enum
+else:
+    # The activity kinds of the core, plus the two markers of the live feed.
+    ActivityType = strawberry.enum(
+        Enum("ActivityType", {kind.upper(): kind for kind in (*ACTIVITY_TYPES, "gap", "lagged")}),
+        description="Kinds of live activity; GAP and LAGGED are markers every subscription gets.",
+    )
 
 
 @strawberry.input(description="Every given condition must hold (markers always pass).")
@@ -132,10 +128,11 @@ def _event_filter(filter: ActivityFilter | None, *, page_hits_only: bool = False
 async def _feed(
     info: Info, event_filter: EventFilter, after: str | None
 ) -> AsyncGenerator[ActivityEvent, None]:
-    info.context.require("read")
     services = info.context.services
     try:
-        feed = activity_feed(services.hub, services.redis, services.settings.stream_key, event_filter, after)
+        feed = activity_feed(
+            info.context.hub, services.redis, services.settings.stream_key, event_filter, after
+        )
         # aclosing: a client that unsubscribes must unregister from the hub now, not at garbage collection.
         async with aclosing(feed) as items:
             async for item in items:
@@ -146,7 +143,9 @@ async def _feed(
 
 @strawberry.type
 class Subscription:
-    @strawberry.subscription(description="Every activity as it happens; `after` resumes after a cursor.")
+    @strawberry.subscription(
+        permission_classes=READ, description="Every activity as it happens; `after` resumes after a cursor."
+    )
     async def activity(
         self, info: Info, filter: ActivityFilter | None = None, after: str | None = None
     ) -> AsyncGenerator[ActivityEvent, None]:
@@ -154,7 +153,9 @@ class Subscription:
             async for event in events:
                 yield event
 
-    @strawberry.subscription(description="Page hits only: the common dashboard case.")
+    @strawberry.subscription(
+        permission_classes=READ, description="Page hits only: the common dashboard case."
+    )
     async def live_visits(
         self, info: Info, filter: ActivityFilter | None = None, after: str | None = None
     ) -> AsyncGenerator[ActivityEvent, None]:
@@ -162,9 +163,10 @@ class Subscription:
             async for event in events:
                 yield event
 
-    @strawberry.subscription(description="Distinct contacts with a page hit in the last `window` seconds.")
+    @strawberry.subscription(
+        permission_classes=READ, description="Distinct contacts with a page hit in the last `window` seconds."
+    )
     async def visitors_online(self, info: Info, window: int = 300) -> AsyncGenerator[int, None]:
-        info.context.require("read")
         if not 1 <= window <= MAX_ONLINE_WINDOW:
             raise BadUserInput(f"window must be between 1 and {MAX_ONLINE_WINDOW} seconds")
         services = info.context.services

@@ -11,12 +11,12 @@ import strawberry
 from strawberry.scalars import JSON
 
 from api.context import Context
-from ingest.utm import utm_icon, utm_title
+from contact_monitor.core.utm import utm_icon, utm_title
+from contact_monitor.storage.documents import Document
 
 if TYPE_CHECKING:
     from api.schema.contact import Contact
 
-Document = dict[str, Any]
 Info = strawberry.Info[Context, None]
 
 

@@ -1,21 +1,20 @@
 """The `activities` collection: the timeline entries that are not page hits.
 
-    _id, contact_id, type (contact_created, contact_identified, contact_merged, tags_changed,
-    fields_updated, form_submitted, custom_activity), occurred_at, data {type-specific}
+    _id, contact_id, type (one of the stored activity kinds, `contact_monitor.core.activity`),
+    occurred_at, data {type-specific}
 
 Page hits live in `hits` and UTM records in `utm_records`; the timeline merges the three.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
-Document = dict[str, Any]
+from contact_monitor.storage.documents import Cursor, Document, newest_first, older_than
 
 
 class ActivityRepository:
@@ -36,18 +35,15 @@ class ActivityRepository:
         contact_id: str,
         *,
         types: Iterable[str] | None,
-        before: tuple[dt.datetime, Any] | None,
+        before: Cursor | None,
         limit: int,
     ) -> list[Document]:
         query: Document = {"contact_id": contact_id}
         if types is not None:
             query["type"] = {"$in": list(types)}
         if before is not None:
-            at, key = before
-            query["$or"] = [{"occurred_at": {"$lt": at}}, {"occurred_at": at, "_id": {"$lt": key}}]
-        cursor = (
-            self.activities.find(query).sort([("occurred_at", DESCENDING), ("_id", DESCENDING)]).limit(limit)
-        )
+            query.update(older_than("occurred_at", before))
+        cursor = self.activities.find(query).sort(newest_first("occurred_at")).limit(limit)
         return [doc async for doc in cursor]
 
     async def move(self, from_contact: str, to_contact: str) -> None:

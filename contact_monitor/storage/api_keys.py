@@ -8,13 +8,14 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
-from typing import Any, Literal, get_args
+from typing import Literal, get_args
 
 from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-Document = dict[str, Any]
+from contact_monitor.storage.documents import Document
+
 Role = Literal["read", "write", "admin"]
 ROLES: tuple[str, ...] = get_args(Role)
 KEY_PREFIX = "cm_"

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-Document = dict[str, Any]
+from contact_monitor.storage.documents import Document
 
 
 class AuditRepository:

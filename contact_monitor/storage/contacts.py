@@ -5,7 +5,8 @@ A contact document:
     created_at, updated_at, last_active, identified_at (null while anonymous)
     anonymous      true until one of email/firstname/lastname/company has a value
     fields         {alias: value}
-    ids            ["email:ann@example.com", ...]: unique-field keys (unique index; absent when none)
+    ids            ["email:ann@example.com", ...]: unique-field keys, `unique_key` (unique index;
+                   absent when none)
     tags           ["ProductA", ...]: display names
     last_ip        last stored IP (or truncated IP / null when anonymising)
 """
@@ -21,11 +22,17 @@ from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from contact_monitor.storage.documents import Cursor, Document, newest_first, older_than
 from contact_monitor.storage.ids import new_contact_id
-from ingest.fields import unique_key
 
-Document = dict[str, Any]
 MAX_MERGE_CHAIN = 16
+
+
+def unique_key(alias: str, value: object) -> str:
+    """The key of a unique field value in `ids`: case-insensitive, as Mautic's MySQL collation
+    compares (docs/identity.md, "Unique fields")."""
+    text = value if isinstance(value, str) else repr(value)
+    return f"{alias}:{text.strip().casefold()}"
 
 
 class ContactRepository:
@@ -55,18 +62,31 @@ class ContactRepository:
             contact_id = record["winner_id"]
         return None
 
-    async def create(self, now: dt.datetime, ip: str | None) -> Document:
+    async def create(
+        self,
+        now: dt.datetime,
+        ip: str | None,
+        *,
+        fields: Mapping[str, object] | None = None,
+        ids: Iterable[str] = (),
+        tags: Iterable[str] = (),
+        identified: bool = False,
+    ) -> Document:
+        """A new contact, written with its values and unique keys in one insert: a key that
+        another contact holds raises `DuplicateKeyError` and nothing is written."""
         contact: Document = {
             "_id": new_contact_id(),
             "created_at": now,
             "updated_at": now,
             "last_active": now,
-            "identified_at": None,
-            "anonymous": True,
-            "fields": {},
-            "tags": [],
+            "identified_at": now if identified else None,
+            "anonymous": not identified,
+            "fields": dict(fields or {}),
+            "tags": list(tags),
             "last_ip": ip,
         }
+        if keys := list(ids):
+            contact["ids"] = keys  # absent rather than empty: the unique index is sparse
         await self.contacts.insert_one(contact)
         return contact
 
@@ -80,28 +100,35 @@ class ContactRepository:
             return contact
         return None
 
-    async def update(
+    async def change(
         self,
         contact_id: str,
         *,
         now: dt.datetime,
-        ip: str | None,
         set_values: Mapping[str, object] | None = None,
+        unset: Iterable[str] = (),
         add_ids: Iterable[str] = (),
+        remove_ids: Iterable[str] = (),
         add_tags: Iterable[str] = (),
         remove_tags: Iterable[str] = (),
+        visit: tuple[dt.datetime, str | None] | None = None,
     ) -> bool:
-        """One visit's changes in one atomic update (plus one more when tags are both added and
-        removed). False when the contact no longer exists; `DuplicateKeyError` when a unique key
-        already belongs to another contact. (`update_one`, not `find_one_and_update`: on
-        SecantusDB the latter costs ~8 ms against ~1 ms, see bench/README.md.)"""
-        update: Document = {
-            "$set": {"updated_at": now, "last_ip": ip, **(set_values or {})},
-            "$max": {"last_active": now},
-        }
+        """Every change to a contact goes through here: field values, unique keys, tags, and for a
+        visit its time (`last_active` only moves forward) and IP. One update, plus one more when
+        tags are both added and removed or keys are removed. New unique keys are added before old
+        ones are pulled, so `DuplicateKeyError` (a key another contact holds) leaves the contact
+        unchanged. False when the contact no longer exists. (`update_one`, not
+        `find_one_and_update`: on SecantusDB the latter costs ~8 ms against ~1 ms.)"""
+        update: Document = {"$set": {"updated_at": now, **(set_values or {})}}
+        if visit is not None:
+            active_at, ip = visit
+            update["$set"]["last_ip"] = ip
+            update["$max"] = {"last_active": active_at}
+        if unset_paths := list(unset):
+            update["$unset"] = dict.fromkeys(unset_paths, "")
         add_to_set: Document = {}
-        if ids := list(add_ids):
-            add_to_set["ids"] = {"$each": ids}
+        if new_ids := list(add_ids):
+            add_to_set["ids"] = {"$each": new_ids}
         if tags := list(add_tags):
             add_to_set["tags"] = {"$each": tags}
         if add_to_set:
@@ -113,29 +140,10 @@ class ContactRepository:
             else:
                 update["$pull"] = {"tags": {"$in": removed}}
         result = await self.contacts.update_one({"_id": contact_id}, update)
-        return result.matched_count == 1
-
-    async def set_fields(
-        self,
-        contact_id: str,
-        *,
-        now: dt.datetime,
-        set_values: Mapping[str, object],
-        unset: Iterable[str] = (),
-        add_ids: Iterable[str] = (),
-        remove_ids: Iterable[str] = (),
-    ) -> None:
-        """Field changes from the API. New unique keys are added before old ones are pulled, so a
-        `DuplicateKeyError` leaves the contact unchanged."""
-        update: Document = {"$set": {"updated_at": now, **set_values}}
-        if unset_paths := list(unset):
-            update["$unset"] = dict.fromkeys(unset_paths, "")
-        if new := list(add_ids):
-            update["$addToSet"] = {"ids": {"$each": new}}
-        await self.contacts.update_one({"_id": contact_id}, update)
-        if old := [key for key in remove_ids if key not in new]:
+        if old := [key for key in remove_ids if key not in new_ids]:
             await self.contacts.update_one({"_id": contact_id}, {"$pull": {"ids": {"$in": old}}})
             await self.contacts.update_many({"_id": contact_id, "ids": {"$size": 0}}, {"$unset": {"ids": ""}})
+        return result.matched_count == 1
 
     async def adopt_ids(self, contact_id: str, keys: Iterable[str]) -> None:
         """Give a merge survivor the unique keys of the contact merged into it (for aliases it lacks)."""
@@ -156,22 +164,20 @@ class ContactRepository:
             return contact
         return None
 
-    async def absorb(self, winner: Document, loser: Document, now: dt.datetime) -> Document | None:
-        """Fold the loser's data into the winner: winner values stay, loser values fill gaps."""
-        fields = {
-            f"fields.{alias}": value
-            for alias, value in loser.get("fields", {}).items()
-            if winner.get("fields", {}).get(alias) in (None, "")
-        }
+    async def absorb(
+        self, winner_id: str, loser: Document, now: dt.datetime, set_values: Mapping[str, object]
+    ) -> Document | None:
+        """Fold the loser into the winner: `set_values` (decided by the core's merge), the earlier
+        creation, the later activity and the union of tags. Returns the winner as it is after."""
         update: Document = {
-            "$set": {"updated_at": now, **fields},
+            "$set": {"updated_at": now, **set_values},
             "$min": {"created_at": loser["created_at"]},
             "$max": {"last_active": loser["last_active"]},
         }
         if loser.get("tags"):
             update["$addToSet"] = {"tags": {"$each": loser["tags"]}}
         return await self.contacts.find_one_and_update(
-            {"_id": winner["_id"]}, update, return_document=ReturnDocument.AFTER
+            {"_id": winner_id}, update, return_document=ReturnDocument.AFTER
         )
 
     async def record_merge(self, loser_id: str, winner_id: str, now: dt.datetime) -> None:
@@ -207,18 +213,13 @@ class ContactRepository:
     async def many(self, ids: Iterable[str]) -> dict[str, Document]:
         return {doc["_id"]: doc async for doc in self.contacts.find({"_id": {"$in": list(ids)}})}
 
-    async def search(
-        self, query: Mapping[str, Any], *, after: tuple[dt.datetime, str] | None, limit: int
-    ) -> list[Document]:
+    async def search(self, query: Mapping[str, Any], *, after: Cursor | None, limit: int) -> list[Document]:
         """Contacts matching `query`, most recently active first, after the cursor (last_active, id)."""
         full: Document = dict(query)
         if after is not None:
-            at, key = after
-            page = {"$or": [{"last_active": {"$lt": at}}, {"last_active": at, "_id": {"$lt": key}}]}
+            page = older_than("last_active", after)
             full = {"$and": [full, page]} if full else page
-        cursor = (
-            self.contacts.find(full).sort([("last_active", DESCENDING), ("_id", DESCENDING)]).limit(limit)
-        )
+        cursor = self.contacts.find(full).sort(newest_first("last_active")).limit(limit)
         return [doc async for doc in cursor]
 
     async def count(self, query: Mapping[str, Any]) -> int:

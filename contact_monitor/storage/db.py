@@ -14,14 +14,11 @@ from contact_monitor.storage.api_keys import ApiKeyRepository
 from contact_monitor.storage.audit import AuditRepository
 from contact_monitor.storage.contacts import ContactRepository
 from contact_monitor.storage.devices import DeviceRepository
+from contact_monitor.storage.documents import Document
 from contact_monitor.storage.fields import FieldRepository
 from contact_monitor.storage.forms import FormRepository
 from contact_monitor.storage.hits import HitRepository
 from contact_monitor.storage.tags import TagRepository
-from ingest.fields import FieldDefinition
-
-Document = dict[str, Any]
-
 
 # Defaults for options the URI does not set itself. Our writes are idempotent per request, and
 # retryable writes collapse SecantusDB's throughput; a request waits at most 10 s for a server.
@@ -37,13 +34,6 @@ def with_driver_options(uri: str) -> str:
         separator = "&" if "?" in uri.split("/", 3)[-1] else ("?" if uri.count("/") >= 3 else "/?")
         uri = f"{uri}{separator}{name}={value}"
     return uri
-
-
-@dataclass(frozen=True, slots=True)
-class FieldChange:
-    field: FieldDefinition
-    indexed: int  # contacts newly indexed by the field's unique key
-    conflicts: int  # contacts sharing a value with an older contact, left unindexed
 
 
 @dataclass(frozen=True)
@@ -96,24 +86,6 @@ class Storage:
             self.forms,
         ):
             await repository.create_indexes()
-
-    async def create_field(self, alias: str, **options: Any) -> FieldChange:
-        """A new field; when unique, existing contacts holding a value are indexed by it."""
-        field = await self.fields.create(alias, **options)
-        indexed, conflicts = await self.contacts.index_unique_field(alias) if field.unique else (0, 0)
-        return FieldChange(field, indexed, conflicts)
-
-    async def update_field(self, alias: str, **changes: Any) -> FieldChange:
-        """Changed flags; the contacts' unique keys follow a change of `unique` either way."""
-        before = await self.fields.get(alias)
-        field = await self.fields.update(alias, **changes)
-        indexed = conflicts = 0
-        if before is not None and before.unique != field.unique:
-            if field.unique:
-                indexed, conflicts = await self.contacts.index_unique_field(alias)
-            else:
-                await self.contacts.unindex_unique_field(alias)
-        return FieldChange(field, indexed, conflicts)
 
     async def close(self) -> None:
         await self.client.close()

@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from typing import Any
 
 from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from contact_monitor.storage.documents import Document
 from contact_monitor.storage.ids import new_tracking_id
-
-Document = dict[str, Any]
 
 
 class DeviceRepository:

@@ -3,28 +3,39 @@
     _id                 alias (lower-case, [a-z][a-z0-9_]*)
     label, type, publicly_updatable, unique, core, max_length, created_at, updated_at
 
-Core fields are installed on start-up with nothing publicly updatable (as in Mautic);
-operators change flags with `contact-monitor fields update`.
+The core installs Mautic's core fields on start-up with nothing publicly updatable; operators
+change flags with `contact-monitor fields update` or the `updateField` mutation.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from typing import Any
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal, get_args
 
 from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
 
-from ingest.fields import ALIAS_PATTERN, CORE_FIELDS, FIELD_TYPES, FieldDefinition
-from ingest.payload import RESERVED
+from contact_monitor.storage.documents import Document
 
-Document = dict[str, Any]
+FieldType = Literal[
+    "text", "email", "number", "boolean", "date", "datetime", "url", "tel", "timezone", "locale", "country"
+]
+FIELD_TYPES: tuple[str, ...] = get_args(FieldType)
+DEFAULT_MAX_LENGTH = 191
 
 
-class FieldError(ValueError):
-    """A field cannot be created or changed as asked; the message says why."""
+@dataclass(frozen=True, slots=True)
+class FieldDefinition:
+    alias: str
+    label: str
+    type: FieldType = "text"
+    publicly_updatable: bool = False
+    unique: bool = False
+    core: bool = False
+    max_length: int = DEFAULT_MAX_LENGTH
 
 
 def _definition(doc: Document) -> FieldDefinition:
@@ -35,18 +46,23 @@ def _definition(doc: Document) -> FieldDefinition:
         publicly_updatable=bool(doc.get("publicly_updatable")),
         unique=bool(doc.get("unique")),
         core=bool(doc.get("core")),
-        max_length=int(doc.get("max_length") or 191),
+        max_length=int(doc.get("max_length") or DEFAULT_MAX_LENGTH),
     )
 
 
 class FieldRepository:
+    """Stores definitions as given: the core (`contact_monitor.core.fields`) validates them."""
+
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self.fields = db["fields"]
 
     async def create_indexes(self) -> None:
-        """Install the core fields; existing documents (and their flags) are left as they are."""
+        """`_id` is the only lookup path."""
+
+    async def install(self, definitions: Iterable[FieldDefinition]) -> None:
+        """Add these definitions where missing; existing documents (and their flags) stay as they are."""
         now = dt.datetime.now(dt.UTC)
-        for definition in CORE_FIELDS:
+        for definition in definitions:
             document = dataclasses.asdict(definition)
             alias = document.pop("alias")
             await self.fields.update_one(
@@ -62,56 +78,19 @@ class FieldRepository:
         doc = await self.fields.find_one({"_id": alias})
         return None if doc is None else _definition(doc)
 
-    async def create(
-        self,
-        alias: str,
-        *,
-        type: str = "text",
-        label: str | None = None,
-        publicly_updatable: bool = False,
-        unique: bool = False,
-        max_length: int = 191,
-    ) -> FieldDefinition:
-        if not ALIAS_PATTERN.match(alias):
-            raise FieldError(
-                f"invalid alias {alias!r}: use 1-64 lower-case letters, digits and _, starting with a letter"
-            )
-        if alias in RESERVED and alias not in ("fingerprint", "title", "url", "timezone"):
-            raise FieldError(f"{alias!r} is a tracking parameter and cannot be a contact field")
-        if type not in FIELD_TYPES:
-            raise FieldError(f"unknown type {type!r}; choose one of: {', '.join(FIELD_TYPES)}")
-        if not 1 <= max_length <= 4096:
-            raise FieldError("max length must be between 1 and 4096")
+    async def create(self, definition: FieldDefinition) -> FieldDefinition:
+        """`DuplicateKeyError` when the alias exists."""
         now = dt.datetime.now(dt.UTC)
-        document = {
-            "_id": alias,
-            "label": label or alias.replace("_", " ").title(),
-            "type": type,
-            "publicly_updatable": publicly_updatable,
-            "unique": unique,
-            "core": False,
-            "max_length": max_length,
-            "created_at": now,
-            "updated_at": now,
-        }
-        try:
-            await self.fields.insert_one(document)
-        except DuplicateKeyError:
-            raise FieldError(f"field {alias!r} already exists") from None
-        return _definition(document)
+        document = dataclasses.asdict(definition)
+        document["_id"] = document.pop("alias")
+        await self.fields.insert_one({**document, "created_at": now, "updated_at": now})
+        return definition
 
-    async def update(self, alias: str, **changes: object) -> FieldDefinition:
-        allowed = {"label", "type", "publicly_updatable", "unique", "max_length"}
-        values = {key: value for key, value in changes.items() if value is not None}
-        if unknown := set(values) - allowed:
-            raise FieldError(f"cannot change {', '.join(sorted(unknown))}")
-        if "type" in values and values["type"] not in FIELD_TYPES:
-            raise FieldError(f"unknown type {values['type']!r}; choose one of: {', '.join(FIELD_TYPES)}")
+    async def update(self, alias: str, values: Mapping[str, object]) -> FieldDefinition | None:
+        """None when there is no such field."""
         doc = await self.fields.find_one_and_update(
             {"_id": alias},
             {"$set": {**values, "updated_at": dt.datetime.now(dt.UTC)}},
             return_document=ReturnDocument.AFTER,
         )
-        if doc is None:
-            raise FieldError(f"no field {alias!r}")
-        return _definition(doc)
+        return None if doc is None else _definition(doc)

@@ -12,12 +12,13 @@ import datetime as dt
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 
-Document = dict[str, Any]
+from contact_monitor.storage.documents import Document
+
 PostAction = Literal["message", "redirect", "return"]
 FIELD_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 MAX_FORM_FIELDS = 50

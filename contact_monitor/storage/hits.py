@@ -20,7 +20,8 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
-Document = dict[str, Any]
+from contact_monitor.storage.documents import Cursor, Document, newest_first, older_than
+
 TIME_ON_PAGE_WINDOW = dt.timedelta(minutes=30)
 
 
@@ -53,26 +54,19 @@ class HitRepository:
     async def insert_utm(self, record: Document) -> None:
         await self.utm_records.insert_one(record)
 
-    async def for_contact(
-        self, contact_id: str, *, before: tuple[dt.datetime, Any] | None, limit: int
-    ) -> list[Document]:
+    async def for_contact(self, contact_id: str, *, before: Cursor | None, limit: int) -> list[Document]:
         """The contact's hits, newest first, after the cursor (occurred_at, _id) when given."""
         return await self._page(self.hits, contact_id, before, limit)
 
-    async def utm_for_contact(
-        self, contact_id: str, *, before: tuple[dt.datetime, Any] | None, limit: int
-    ) -> list[Document]:
+    async def utm_for_contact(self, contact_id: str, *, before: Cursor | None, limit: int) -> list[Document]:
         return await self._page(self.utm_records, contact_id, before, limit)
 
     @staticmethod
-    async def _page(
-        collection: Any, contact_id: str, before: tuple[dt.datetime, Any] | None, limit: int
-    ) -> list[Document]:
+    async def _page(collection: Any, contact_id: str, before: Cursor | None, limit: int) -> list[Document]:
         query: Document = {"contact_id": contact_id}
         if before is not None:
-            at, key = before
-            query["$or"] = [{"occurred_at": {"$lt": at}}, {"occurred_at": at, "_id": {"$lt": key}}]
-        cursor = collection.find(query).sort([("occurred_at", DESCENDING), ("_id", DESCENDING)]).limit(limit)
+            query.update(older_than("occurred_at", before))
+        cursor = collection.find(query).sort(newest_first("occurred_at")).limit(limit)
         return [doc async for doc in cursor]
 
     async def count_for_contact(self, contact_id: str) -> int:

@@ -8,16 +8,14 @@ created_at
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Mapping
 
 from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
-from ingest.tags import tag_key
+from contact_monitor.storage.documents import Document
 
-Document = dict[str, Any]
 DUPLICATE_KEY = 11000
 
 
@@ -28,9 +26,9 @@ class TagRepository:
     async def create_indexes(self) -> None:
         """`_id` is the only lookup path."""
 
-    async def ensure(self, names: Iterable[str], now: dt.datetime) -> dict[str, str]:
-        """Create missing tags; return {key: display name} for all of them."""
-        wanted = {tag_key(name): name for name in names}
+    async def ensure(self, wanted: Mapping[str, str], now: dt.datetime) -> dict[str, str]:
+        """Create the missing ones of {key: display name}; return {key: display name} for all of
+        them (an existing tag keeps its first spelling). Keys come from `core.tags.tag_key`."""
         if not wanted:
             return {}
         operations = [

@@ -37,7 +37,7 @@ async def count_queries(harness, first: int) -> tuple[int, list]:
         result = await schema.execute(
             PAGE,
             variable_values={"first": first},
-            context_value=Context(services=services, role="read", key_name="t"),
+            context_value=Context(services=services, hub=harness.hub, role="read", key_name="t"),
         )
     finally:
         await storage.close()

@@ -203,8 +203,8 @@ async def test_error_shapes(api):
 async def test_internal_errors_are_masked():
     from graphql import GraphQLError
 
-    from api.errors import NotFound
     from api.schema import should_mask
+    from contact_monitor.core.errors import NotFound
 
     assert should_mask(GraphQLError("boom", original_error=RuntimeError("secret detail")))
     assert not should_mask(GraphQLError("x", original_error=NotFound("no contact")))

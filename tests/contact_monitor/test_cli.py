@@ -17,6 +17,7 @@ from pymongo import MongoClient
 from contact_monitor.cli import main
 from contact_monitor.embedded import STATE_FILE, free_port, redis_ready
 from contact_monitor.storage import Storage
+from contact_monitor.storage.fields import FieldDefinition
 from tests.conftest import CHROME
 
 
@@ -88,13 +89,9 @@ async def test_making_a_field_unique_indexes_existing_contacts(cli_env, mongodb_
     storage = Storage.connect(mongodb_uri, cli_env)
     await storage.create_indexes()
     now = dt.datetime.now(dt.UTC)
-    older = await storage.contacts.create(now, None)
-    newer = await storage.contacts.create(now + dt.timedelta(seconds=1), None)
-    for contact in (older, newer):
-        await storage.contacts.update(
-            contact["_id"], now=now, ip=None, set_values={"fields.member_no": "M-1"}
-        )
-    await storage.fields.create("member_no")
+    older = await storage.contacts.create(now, None, fields={"member_no": "M-1"})
+    await storage.contacts.create(now + dt.timedelta(seconds=1), None, fields={"member_no": "M-1"})
+    await storage.fields.create(FieldDefinition("member_no", "Member No"))
     indexed, conflicts = await storage.contacts.index_unique_field("member_no")
     assert (indexed, conflicts) == (1, 1)
     assert (await storage.contacts.find_by_unique(["member_no:m-1"]))["_id"] == older["_id"]

@@ -25,7 +25,11 @@ async def test_oversized_body_on_the_event_endpoint_is_413_and_nothing_stored(ha
         headers={"Content-Type": "application/x-www-form-urlencoded"},
     )
     assert response.status_code == 413
-    assert response.json() == {"success": 0, "error": "request body larger than 65536 bytes"}
+    assert response.json() == {
+        "success": 0,
+        "error": "request body larger than 65536 bytes",
+        "code": "BAD_USER_INPUT",
+    }
     assert await harness.db.hits.count_documents({}) == 0
 
 

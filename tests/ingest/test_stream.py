@@ -2,7 +2,7 @@
 
 import datetime as dt
 
-from contact_monitor.activity import Activity, ActivityPublisher
+from contact_monitor.core.activity import Activity, ActivityPublisher
 
 
 async def test_first_visit_publishes_created_then_page_hit(harness):
@@ -76,7 +76,7 @@ async def test_redis_outage_does_not_fail_the_hit(harness):
     from redis.retry import Retry
 
     broken = Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
-    harness.services.pipeline.recorder.publisher = ActivityPublisher(broken, "x", 10)
+    harness.services.recorder.publisher = ActivityPublisher(broken, "x", 10)
     body = await harness.event(page_url="p")
     assert body["success"] == 1 and body["id"]
     assert await harness.db.hits.count_documents({}) == 1

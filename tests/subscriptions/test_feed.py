@@ -6,7 +6,7 @@ from typing import Any
 
 from api.context import Context
 from api.schema import schema
-from contact_monitor.activity import Activity
+from contact_monitor.core.activity import Activity
 from subscriptions.hub import Lagged
 from tests.conftest import FIREFOX
 
@@ -38,7 +38,7 @@ class Feed:
 
 
 async def subscribe(harness, query=ACTIVITY, role="read", **variables) -> Feed:
-    context = Context(services=harness.services, role=role, key_name="test")
+    context = Context(services=harness.services, hub=harness.hub, role=role, key_name="test")
     generator = await schema.subscribe(query, variable_values=variables, context_value=context)
     feed = Feed(generator)
     return feed
@@ -47,7 +47,7 @@ async def subscribe(harness, query=ACTIVITY, role="read", **variables) -> Feed:
 async def started(harness, query=ACTIVITY, **variables) -> Feed:
     """A live subscription from this moment: the hub has delivered everything already in the
     stream, and the subscription's queue is open (generators start on the first __anext__)."""
-    hub = harness.services.hub
+    hub = harness.hub
     await hub.caught_up()
     before = len(hub.subscribers)
     feed = await subscribe(harness, query, **variables)
@@ -78,7 +78,7 @@ async def test_a_hit_reaches_the_subscriber(harness):
     assert hit["contact"] == {"id": body["id"], "email": None, "isAnonymous": True}
     assert hit["cursor"].count("-") == 1 and hit["skipped"] is None
     await feed.close()
-    assert not harness.services.hub.subscribers  # unsubscribing cleans up
+    assert not harness.hub.subscribers  # unsubscribing cleans up
 
 
 async def test_filters_include_and_exclude(harness):
@@ -179,8 +179,8 @@ async def test_a_slow_subscriber_gets_lagged_and_memory_stays_bounded(make_harne
         await h.event(page_url="first")  # contact_created + page_hit
         for i in range(20):
             await h.event(page_url=f"burst {i}")
-        [subscriber] = h.services.hub.subscribers
-        await h.services.hub.caught_up()  # every event was offered to the subscriber
+        [subscriber] = h.hub.subscribers
+        await h.hub.caught_up()  # every event was offered to the subscriber
         assert any(isinstance(item, Lagged) for item in subscriber.queue)
         assert len(subscriber.queue) <= 6  # the limit, plus one marker
         received = [await take(feed)]
@@ -230,7 +230,7 @@ async def test_the_reader_survives_a_redis_outage(harness):
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
-    hub = harness.services.hub
+    hub = harness.hub
     feed = await started(harness, VISITS)
     failed = asyncio.Event()
 

@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from contact_monitor.core.network import client_ip, is_blocked, parse_ip, stored_ip
 from contact_monitor.settings import Settings
-from ingest.network import client_ip, is_blocked, parse_ip, stored_ip
 
 PROXIES = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::/8"))
 

@@ -16,15 +16,16 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, get_args
 
 from bson import ObjectId
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-if TYPE_CHECKING:
-    from contact_monitor.storage import Storage
+from contact_monitor.storage import Storage
 
+# The one list of activity kinds. Everything else is derived from it: the GraphQL enums
+# (`ActivityType`, `TimelineType`), the timeline's sources, what `activities` stores, the stream.
 ActivityType = Literal[
     "page_hit",
     "contact_created",
@@ -36,6 +37,15 @@ ActivityType = Literal[
     "form_submitted",
     "custom_activity",
 ]
+ACTIVITY_TYPES: tuple[ActivityType, ...] = get_args(ActivityType)
+# Not kept in `activities`: page hits live in `hits`, and the timeline shows neither a contact's
+# creation (its createdAt says it) nor its deletion (nothing is left to show). Skipping
+# contact_created saves an insert on every new visitor's hit.
+NOT_STORED: frozenset[ActivityType] = frozenset({"page_hit", "contact_created", "contact_deleted"})
+STORED_TYPES: tuple[ActivityType, ...] = tuple(t for t in ACTIVITY_TYPES if t not in NOT_STORED)
+# A contact's timeline: its page hits (`hits`), the UTM records of those hits (`utm_records`,
+# shown as their own entries) and the stored activities.
+TIMELINE_TYPES: tuple[str, ...] = ("page_hit", "utm_recorded", *STORED_TYPES)
 
 log = logging.getLogger(__name__)
 ONLINE_RETENTION_SECONDS = 3600
@@ -154,12 +164,6 @@ class ActivityPublisher:
             start = "(" + (last.decode() if isinstance(last, bytes) else str(last))
 
 
-# Not kept in `activities`: page hits live in `hits`, and the timeline shows neither a contact's
-# creation (its createdAt says it) nor its deletion (nothing is left to show). Skipping
-# contact_created saves an insert on every new visitor's hit.
-_NOT_ON_TIMELINE = frozenset({"page_hit", "contact_created", "contact_deleted"})
-
-
 class ActivityRecorder:
     """Every activity is kept on the contact's timeline (`activities` collection; page hits are in
     `hits`) and then appended to the stream."""
@@ -181,7 +185,7 @@ class ActivityRecorder:
                 "data": {**a.data},
             }
             for a in activities
-            if a.type not in _NOT_ON_TIMELINE
+            if a.type not in NOT_STORED
         ]
         await self.storage.activities.insert_many(documents)
         await self.publisher.publish(activities, contact)

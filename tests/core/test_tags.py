@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingest.tags import MAX_TAG_LENGTH, MAX_TAGS_PER_REQUEST, clean_tag, parse_tags, tag_key
+from contact_monitor.core.tags import MAX_TAG_LENGTH, MAX_TAGS_PER_REQUEST, clean_tag, parse_tags, tag_key
 
 # Mautic's XSS acceptance table (PublicControllerFunctionalTest::testContactTrackingTagsXss).
 XSS = [

@@ -4,15 +4,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingest.fields import (
+from contact_monitor.core.fields import (
     CORE_FIELDS,
-    FieldDefinition,
     FieldValueError,
+    submitted_fields,
     timezone_from_offset,
-    unique_key,
     validate_value,
 )
-from ingest.pipeline import submitted_fields
+from contact_monitor.storage.contacts import unique_key
+from contact_monitor.storage.fields import FieldDefinition
 
 
 def field(kind, **kw):

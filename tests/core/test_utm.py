@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingest.utm import extract_utm, utm_icon, utm_title
+from contact_monitor.core.utm import extract_utm, utm_icon, utm_title
 
 
 def test_only_non_empty_standard_keys():

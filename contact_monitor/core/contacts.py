@@ -1,0 +1,325 @@
+"""Changing contacts: the one field update, tag change, merge, erasure and custom activity that
+tracking requests, form posts and the GraphQL mutations all call.
+
+Every change is recorded on the timeline and appended to the activity stream.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pymongo.errors import DuplicateKeyError
+
+from contact_monitor.core.activity import Activity, now_ms
+from contact_monitor.core.errors import BadUserInput, NotFound
+from contact_monitor.core.fields import (
+    IDENTIFYING_FIELDS,
+    FieldValue,
+    FieldValueError,
+    is_identified,
+    validate_value,
+)
+from contact_monitor.core.identity import merge
+from contact_monitor.core.services import Services
+from contact_monitor.core.tags import TagChanges, diff
+from contact_monitor.storage import Storage
+from contact_monitor.storage.contacts import unique_key
+from contact_monitor.storage.documents import Document
+from contact_monitor.storage.fields import FieldDefinition
+
+ACTIVITY_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]{0,63}$")
+MAX_PROPERTIES_BYTES = 16 * 1024
+
+
+@dataclass
+class ContactChange:
+    """What one request changes on a contact: field values (None removes one), their unique keys,
+    the anonymous flag, tags; and the activities that say so."""
+
+    fields: dict[str, FieldValue | None] = field(default_factory=dict)
+    after: dict[str, Any] = field(default_factory=dict)  # every field value once applied
+    add_ids: list[str] = field(default_factory=list)
+    remove_ids: list[str] = field(default_factory=list)
+    anonymous: bool = True
+    becomes_identified: bool = False
+    added_tags: list[str] = field(default_factory=list)
+    removed_tags: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.fields or self.add_ids or self.becomes_identified or self.added_tags or self.removed_tags
+        )
+
+    def set_values(self, now: dt.datetime, contact: Document) -> dict[str, object]:
+        values: dict[str, object] = {f"fields.{a}": v for a, v in self.fields.items() if v is not None}
+        if self.anonymous != contact.get("anonymous", True):
+            values["anonymous"] = self.anonymous
+        if self.becomes_identified:
+            values["identified_at"] = now
+        return values
+
+    def unset(self) -> list[str]:
+        return [f"fields.{alias}" for alias, value in self.fields.items() if value is None]
+
+    def applied_to(self, contact: Document) -> Document:
+        """The contact as this change leaves it (for activity summaries, without a read)."""
+        held = [tag for tag in contact.get("tags", []) if tag not in self.removed_tags]
+        return {**contact, "fields": self.after, "anonymous": self.anonymous, "tags": held + self.added_tags}
+
+    def activities(self, contact_id: str, now: dt.datetime) -> list[Activity]:
+        activities = []
+        if self.becomes_identified:
+            identity = {alias: self.after.get(alias) for alias in IDENTIFYING_FIELDS}
+            activities.append(Activity("contact_identified", contact_id, now, {"fields": identity}))
+        if self.fields:
+            activities.append(Activity("fields_updated", contact_id, now, {"fields": dict(self.fields)}))
+        if self.added_tags or self.removed_tags:
+            tags = {"added": self.added_tags, "removed": self.removed_tags}
+            activities.append(Activity("tags_changed", contact_id, now, tags))
+        return activities
+
+
+def plan_fields(
+    contact: Document, values: Mapping[str, FieldValue | None], registry: Mapping[str, FieldDefinition]
+) -> ContactChange:
+    """The change that gives `contact` these (already validated) values; None removes a value.
+    Every given unique value the contact lacks a key for gets one; a changed unique value loses
+    its old key. Identification follows docs/identity.md ("Anonymous and identified")."""
+    current = contact.get("fields", {})
+    changed = {alias: value for alias, value in values.items() if current.get(alias) != value}
+    after = {**current, **changed}
+    for alias, value in changed.items():
+        if value is None:
+            after.pop(alias, None)
+    held = set(contact.get("ids", []))
+
+    def unique(alias: str) -> bool:
+        definition = registry.get(alias)
+        return definition is not None and definition.unique
+
+    add_ids = [
+        key
+        for alias, value in values.items()
+        if value is not None and unique(alias) and (key := unique_key(alias, value)) not in held
+    ]
+    remove_ids = [
+        unique_key(alias, current[alias])
+        for alias in changed
+        if unique(alias) and current.get(alias) is not None
+    ]
+    was_anonymous = bool(contact.get("anonymous", True))
+    identified = is_identified(after)
+    return ContactChange(
+        fields=changed,
+        after=after,
+        add_ids=list(dict.fromkeys(add_ids)),
+        remove_ids=remove_ids,
+        anonymous=not identified,
+        becomes_identified=was_anonymous and identified,
+    )
+
+
+async def apply(
+    storage: Storage,
+    contact: Document,
+    change: ContactChange,
+    now: dt.datetime,
+    *,
+    visit: tuple[dt.datetime, str | None] | None = None,
+) -> bool:
+    """Write `change` to an existing contact (with a visit's time and IP). False when the contact
+    no longer exists; `DuplicateKeyError` when another contact holds one of the new unique keys."""
+    return await storage.contacts.change(
+        contact["_id"],
+        now=now,
+        set_values=change.set_values(now, contact),
+        unset=change.unset(),
+        add_ids=change.add_ids,
+        remove_ids=change.remove_ids,
+        add_tags=change.added_tags,
+        remove_tags=change.removed_tags,
+        visit=visit,
+    )
+
+
+async def create(storage: Storage, change: ContactChange, now: dt.datetime, ip: str | None) -> Document:
+    """A new contact holding `change` (planned against `{}`), written in one insert:
+    `DuplicateKeyError` when another contact holds one of its unique keys, and nothing is written."""
+    return await storage.contacts.create(
+        now,
+        ip,
+        fields=change.after,
+        ids=change.add_ids,
+        tags=change.added_tags,
+        identified=not change.anonymous,
+    )
+
+
+async def existing_contact(storage: Storage, contact_id: str) -> Document:
+    contact = await storage.contacts.resolve(contact_id)
+    if contact is None:
+        raise NotFound(f"no contact {contact_id!r}")
+    return contact
+
+
+def _validated(definition: FieldDefinition | None, alias: str, raw: object) -> FieldValue | None:
+    if definition is None:
+        raise BadUserInput(f"no contact field {alias!r}; create it first (createField)")
+    if raw is None or raw == "":
+        return None
+    if not isinstance(raw, str | int | float | bool):
+        raise BadUserInput(f"field {alias!r}: expected a string, number or boolean")
+    try:
+        return validate_value(definition, str(raw).lower() if isinstance(raw, bool) else str(raw))
+    except FieldValueError as exc:
+        raise BadUserInput(f"field {alias!r}: {exc}") from None
+
+
+async def update_fields(services: Services, contact_id: str, values: Mapping[str, Any]) -> Document:
+    """Set (or, with null / "", remove) field values; all are validated before anything is written."""
+    if not isinstance(values, Mapping) or not values:
+        raise BadUserInput("fields must be a non-empty object of {alias: value}")
+    storage = services.storage
+    contact = await existing_contact(storage, contact_id)
+    registry = {f.alias: f for f in await storage.fields.all()}
+    validated = {alias: _validated(registry.get(alias), alias, raw) for alias, raw in values.items()}
+    change = plan_fields(contact, validated, registry)
+    if not change:
+        return contact
+    now = now_ms()
+    try:
+        await apply(storage, contact, change, now)
+    except DuplicateKeyError:
+        raise BadUserInput(
+            "another contact already has this value of a unique field; merge them instead"
+        ) from None
+    await services.recorder.record(change.activities(contact["_id"], now), change.applied_to(contact))
+    return await existing_contact(storage, contact["_id"])
+
+
+async def tag_contact(
+    services: Services, contact_id: str, add: list[str] | None, remove: list[str] | None
+) -> Document:
+    storage = services.storage
+    contact = await existing_contact(storage, contact_id)
+    requested = TagChanges.requested(add, remove)
+    now = now_ms()
+    added, removed = await diff(storage, contact.get("tags", []), requested, now)
+    change = ContactChange(
+        after=contact.get("fields", {}),
+        anonymous=bool(contact.get("anonymous", True)),
+        added_tags=added,
+        removed_tags=removed,
+    )
+    if not change:
+        return contact
+    await apply(storage, contact, change, now)
+    updated = await existing_contact(storage, contact["_id"])
+    await services.recorder.record(change.activities(contact["_id"], now), updated)
+    return updated
+
+
+async def merge_contacts(services: Services, winner_id: str, loser_id: str) -> Document:
+    winner = await existing_contact(services.storage, winner_id)
+    loser = await existing_contact(services.storage, loser_id)
+    if winner["_id"] == loser["_id"]:
+        raise BadUserInput("these ids are the same contact")
+    merged, activity = await merge(services.storage, winner=winner, loser=loser, now=now_ms())
+    await services.recorder.record([activity], merged)
+    return merged
+
+
+async def erase_contact(services: Services, contact_id: str) -> bool:
+    """GDPR erasure: the contact, its hits, UTM records, devices, timeline, the merge records that
+    resolved to it and its entries on the activity stream. The audit entry holds counts only."""
+    storage = services.storage
+    contact = await existing_contact(storage, contact_id)
+    key = contact["_id"]
+    merged_ids = await storage.contacts.merged_into(key)
+    hits, utm = await storage.hits.delete_for_contact(key)
+    devices = await storage.devices.delete_for_contact(key)
+    activities = await storage.activities.delete_for_contact(key)
+    await storage.contacts.delete_merge_records(key)
+    await storage.contacts.delete(key)
+    stream_entries = await services.publisher.erase({key, *merged_ids})
+    now = now_ms()
+    await storage.audit.log(
+        "erase",
+        now,
+        {
+            "contact_id": key,
+            "hits": hits,
+            "utm_records": utm,
+            "devices": devices,
+            "activities": activities,
+            "merged_ids": len(merged_ids),
+            "stream_entries": stream_entries,
+        },
+    )
+    await services.recorder.record([Activity("contact_deleted", key, now)], None)
+    return True
+
+
+async def contact_for_ref(services: Services, contact_id: str | None, email: str | None) -> Document:
+    """The contact a ContactRef names; a new email creates an identified contact."""
+    storage = services.storage
+    if contact_id is not None:
+        return await existing_contact(storage, contact_id)
+    definition = await storage.fields.get("email")
+    if definition is None or email is None:
+        raise BadUserInput("the email field does not exist")
+    value = _validated(definition, "email", email)
+    if value is None:
+        raise BadUserInput("email is empty")
+    key = unique_key("email", value)
+    found = await storage.contacts.find_by_unique([key])
+    if found is not None:
+        return found
+    now = now_ms()
+    # The email is indexed as unique for this lookup even when the field is not unique.
+    change = plan_fields({}, {"email": value}, {"email": definition})
+    change.add_ids = [key]
+    try:
+        contact = await create(storage, change, now, None)
+    except DuplicateKeyError:  # created by someone else a moment ago
+        found = await storage.contacts.find_by_unique([key])
+        if found is None:
+            raise
+        return found
+    await services.recorder.record(
+        [Activity("contact_created", contact["_id"], now), *change.activities(contact["_id"], now)], contact
+    )
+    return contact
+
+
+async def record_activity(
+    services: Services,
+    *,
+    contact_id: str | None,
+    email: str | None,
+    activity_type: str,
+    properties: Any,
+    occurred_at: dt.datetime | None,
+) -> Document:
+    if not ACTIVITY_TYPE.match(activity_type):
+        raise BadUserInput("type must be 1-64 letters, digits or _ . : - and start with a letter")
+    if properties is None:
+        properties = {}
+    if not isinstance(properties, dict):
+        raise BadUserInput("properties must be a JSON object")
+    if len(json.dumps(properties, default=str)) > MAX_PROPERTIES_BYTES:
+        raise BadUserInput(f"properties must be at most {MAX_PROPERTIES_BYTES} bytes of JSON")
+    contact = await contact_for_ref(services, contact_id, email)
+    when = occurred_at or now_ms()
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    activity = Activity(
+        "custom_activity", contact["_id"], when, {"activity_type": activity_type, "properties": properties}
+    )
+    stored = await services.recorder.record([activity], contact)
+    return stored[0]

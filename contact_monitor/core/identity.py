@@ -1,0 +1,177 @@
+"""Who is this visitor? Resolve the contact and device of a visit, and merge contacts.
+
+The rules are in docs/identity.md; in short, first match wins:
+1. the unique, publicly updatable fields of the request (email, ...) name an existing contact;
+   the cookie visitor is merged into it when their unique values do not conflict (an anonymous
+   visitor never conflicts), otherwise the visit switches to the named contact;
+2. the device: `mautic_device_id` cookie or parameter -> its contact;
+3. the `mtc_id` cookie -> that contact, or the survivor it was merged into;
+4. the last contact seen from this IP, only with CM_TRACK_BY_IP and only when the request names
+   no unique field (an IP is a guess: it never causes a merge);
+5. nobody: the caller creates a new contact (with its values and keys in one insert).
+
+`merge` is the one merge: tracking, form posts and the `mergeContacts` mutation all call it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from contact_monitor.core.activity import Activity
+from contact_monitor.core.fields import is_identified
+from contact_monitor.storage import Storage
+from contact_monitor.storage.documents import Document
+
+# Longest `mtc_id` cookie value looked up (ids are 24 characters).
+MAX_CONTACT_COOKIE = 64
+
+
+@dataclass
+class Visitor:
+    """The outcome of identification: the contact (None: a new one is to be created) and, when it
+    belongs to that contact, the device; plus the activities identification caused (merges)."""
+
+    contact: Document | None
+    device: Document | None
+    activities: list[Activity] = field(default_factory=list)
+
+
+def _by_alias(keys: Iterable[str]) -> dict[str, str]:
+    return dict(key.split(":", 1) for key in keys)
+
+
+def conflicts(held: Iterable[str], wanted: Iterable[str]) -> bool:
+    """True when both sides hold a value for the same unique field and the values differ."""
+    mine, theirs = _by_alias(held), _by_alias(wanted)
+    return any(alias in theirs and theirs[alias] != value for alias, value in mine.items())
+
+
+class IdentityResolver:
+    def __init__(self, storage: Storage, *, track_by_ip: bool) -> None:
+        self.storage = storage
+        self.track_by_ip = track_by_ip
+
+    async def current(
+        self, tracking_id: str | None, contact_cookie: str | None
+    ) -> tuple[Document | None, Document | None]:
+        """The visitor the cookies point at, and their device."""
+        contacts = self.storage.contacts
+        if tracking_id:
+            device = await self.storage.devices.get(tracking_id)
+            if device is not None:
+                contact = await contacts.resolve(device["contact_id"])
+                if contact is not None:
+                    return contact, device if contact["_id"] == device["contact_id"] else None
+        if contact_cookie and len(contact_cookie) <= MAX_CONTACT_COOKIE:
+            contact = await contacts.resolve(contact_cookie)
+            if contact is not None:
+                return contact, None
+        return None, None
+
+    async def by_ip(self, ip: str | None) -> Document | None:
+        """Mautic's "identify visitors by IP" (CM_TRACK_BY_IP): a guess, never grounds for a merge."""
+        if not self.track_by_ip or not ip:
+            return None
+        return await self.storage.contacts.latest_by_ip(ip)
+
+    async def resolve(
+        self,
+        *,
+        now: dt.datetime,
+        tracking_id: str | None,
+        contact_cookie: str | None,
+        ip: str | None,
+        unique_keys: list[str],
+    ) -> Visitor:
+        current, device = await self.current(tracking_id, contact_cookie)
+        activities: list[Activity] = []
+        if current is None and not unique_keys:
+            current = await self.by_ip(ip)
+        contact: Document | None = current
+        if unique_keys:
+            known = await self.storage.contacts.find_by_unique(unique_keys)
+            if known is not None and (current is None or known["_id"] == current["_id"]):
+                contact = known
+            elif known is not None and current is not None:
+                if conflicts(current.get("ids", []), known.get("ids", [])):
+                    contact, device = known, None  # someone else on this browser: switch, keep both
+                else:
+                    contact, merged = await merge(self.storage, winner=known, loser=current, now=now)
+                    activities.append(merged)
+                    if device is not None:
+                        device = {**device, "contact_id": contact["_id"]}
+            elif current is not None and conflicts(current.get("ids", []), unique_keys):
+                # The visitor is known under another email: a new contact, rather than overwriting it.
+                contact, device = None, None
+        if contact is None or (device is not None and device["contact_id"] != contact["_id"]):
+            device = None
+        return Visitor(contact, device, activities)
+
+    async def device_for(
+        self,
+        contact_id: str,
+        user_agent: Mapping[str, str],
+        fingerprint: Mapping[str, object],
+        now: dt.datetime,
+        *,
+        new_contact: bool,
+    ) -> Document:
+        """A device of this contact for this browser: a similar existing one, or a new one."""
+        if not new_contact:
+            similar = await self.storage.devices.find_similar(contact_id, user_agent)
+            if similar is not None:
+                return similar
+        return await self.storage.devices.create(contact_id, now, user_agent, fingerprint)
+
+
+def merged_values(winner: Document, loser: Document, now: dt.datetime) -> dict[str, object]:
+    """What a merge sets on the winner: the loser's values fill the winner's gaps (winner values
+    stay), and the winner is identified when either side was or the merged fields make it so."""
+    mine = winner.get("fields", {})
+    filled = {
+        alias: value for alias, value in loser.get("fields", {}).items() if mine.get(alias) in (None, "")
+    }
+    values: dict[str, object] = {f"fields.{alias}": value for alias, value in filled.items()}
+    merged_fields = {**mine, **filled}
+    identified = (
+        not winner.get("anonymous", True) or not loser.get("anonymous", True) or is_identified(merged_fields)
+    )
+    values["anonymous"] = not identified
+    if identified:
+        times = [t for t in (winner.get("identified_at"), loser.get("identified_at")) if t is not None]
+        values["identified_at"] = min(times) if times else now
+    return values
+
+
+async def merge(
+    storage: Storage, *, winner: Document, loser: Document, now: dt.datetime
+) -> tuple[Document, Activity]:
+    """Move the loser's history to the winner and keep the loser's id resolving to it. Returns
+    the winner as it is after the merge, and the `contact_merged` activity for the caller to record.
+
+    Ordered so that an interruption leaves every id resolvable: the merge record first, then
+    the moves, then the loser is deleted.
+    """
+    await storage.contacts.record_merge(loser["_id"], winner["_id"], now)
+    devices = await storage.devices.move(loser["_id"], winner["_id"])
+    hits = await storage.hits.move(loser["_id"], winner["_id"])
+    await storage.activities.move(loser["_id"], winner["_id"])
+    merged = await storage.contacts.absorb(winner["_id"], loser, now, merged_values(winner, loser, now))
+    await storage.contacts.delete(loser["_id"])
+    if loser.get("ids"):  # only now: the unique index allowed one holder per key
+        await storage.contacts.adopt_ids(winner["_id"], loser["ids"])
+        merged = await storage.contacts.get(winner["_id"])
+    await storage.audit.log(
+        "merge",
+        now,
+        {"winner_id": winner["_id"], "loser_id": loser["_id"], "hits_moved": hits, "devices_moved": devices},
+    )
+    activity = Activity(
+        "contact_merged",
+        winner["_id"],
+        now,
+        {"merged_id": loser["_id"], "hits_moved": hits, "devices_moved": devices},
+    )
+    return (merged if merged is not None else winner), activity

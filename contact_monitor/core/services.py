@@ -1,0 +1,35 @@
+"""`Services`: what the app's lifespan opens, handed to every adapter (tracking endpoints, GraphQL
+resolvers, the CLI's operations). Built by the composition root (`contact_monitor.app`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from contact_monitor.core.activity import ActivityPublisher, ActivityRecorder
+from contact_monitor.core.fields import FieldRegistry
+from contact_monitor.settings import Settings
+from contact_monitor.storage import Storage
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    storage: Storage
+    redis: Redis
+    publisher: ActivityPublisher
+    recorder: ActivityRecorder
+    fields: FieldRegistry
+
+    @classmethod
+    def open(cls, settings: Settings, storage: Storage, redis: Redis) -> Services:
+        publisher = ActivityPublisher(redis, settings.stream_key, settings.stream_maxlen, settings.online_key)
+        return cls(
+            settings=settings,
+            storage=storage,
+            redis=redis,
+            publisher=publisher,
+            recorder=ActivityRecorder(storage, publisher),
+            fields=FieldRegistry(storage, settings.field_cache_seconds),
+        )
