@@ -3,6 +3,7 @@
 SameSite=None needs Secure; with CM_COOKIE_SECURE=false (plain-http development) browsers drop
 SameSite=None cookies, so they are sent as SameSite=Lax instead, which still flows between
 ports of one host name (same site).
+Names, values and lifetimes: docs/tracking-protocol.md, "Cookies".
 """
 
 from __future__ import annotations

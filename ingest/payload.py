@@ -5,6 +5,7 @@ Sources, lowest precedence first (explicit parameters win, as in Mautic):
 2. the keys inside `d` (base64 of a PHP-serialized array or of a JSON object);
 3. the request's query string;
 4. the request body (form-encoded or JSON).
+The parameters themselves: docs/tracking-protocol.md, "Parameters" and "Precedence".
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 Not recorded: HEAD and prefetch/prerender requests, bots (when filtering is on), do-not-track
 IPs, and, when CM_RESPECT_DNT is on, browsers sending `DNT: 1` or `Sec-GPC: 1`.
+The reasons reported for each: docs/tracking-protocol.md, "Skipped requests".
 """
 
 from __future__ import annotations

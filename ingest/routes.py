@@ -3,6 +3,7 @@
 /mtracking.gif   records a hit, always answers the 43-byte GIF
 /mtc/event       records a hit, answers JSON with the visitor's ids (what mtc.js posts to)
 /mtc             the visitor's ids, creating an anonymous contact when there is none
+Methods, bodies and status codes: docs/tracking-protocol.md, "Endpoints" and "Responses".
 """
 
 from __future__ import annotations

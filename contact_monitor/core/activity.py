@@ -7,6 +7,7 @@ Each entry has one field, `event`, holding JSON:
 
 Other services may consume the stream directly (XREAD / XREADGROUP); the subscriptions of the
 GraphQL API read the same stream.
+Every kind and its keys: docs/data-contract.md, "Activity stream".
 """
 
 from __future__ import annotations

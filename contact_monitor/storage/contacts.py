@@ -9,6 +9,7 @@ A contact document:
                    absent when none)
     tags           ["ProductA", ...]: display names
     last_ip        last stored IP (or truncated IP / null when anonymising)
+The whole data contract: docs/data-contract.md; the identity rules: docs/identity.md.
 """
 
 from __future__ import annotations

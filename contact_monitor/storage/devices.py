@@ -7,6 +7,7 @@ A device document:
                    device_type, brand, model
     fingerprint    latest evidence: hash, resolution, timezone_offset, platform, adblock, do_not_track
     last_hit_id, last_hit_at   the device's newest hit, for time on page
+The whole data contract: docs/data-contract.md.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ A hit document (the data contract operators query for BI and backups):
     utm {utm_source, utm_medium, utm_campaign, utm_content, utm_term} (only non-empty keys) or null
     fingerprint {hash, resolution, timezone_offset, platform, adblock, do_not_track}
     timezone, counter, endpoint ("pixel" | "event"), clickthrough, query (the received parameters)
+The whole data contract: docs/data-contract.md.
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
 """Mutations: fields, tags, merges, custom activity and GDPR erasure - each on the activity stream."""
 
+import pytest
+
 UPDATE = """mutation($id: ID!, $fields: JSON!) { updateContact(id: $id, fields: $fields) {
     id email isAnonymous fields } }"""
 
@@ -76,6 +78,42 @@ async def test_merge_contacts(api):
     same = await api.error(query, {"w": winner["id"], "l": loser["id"]}, role="write")
     assert same["extensions"]["code"] == "BAD_USER_INPUT"  # the loser id now resolves to the winner
     assert any(e["type"] == "contact_merged" for e in await h.stream())
+
+
+MERGE = """mutation($w: ID!, $l: ID!) {
+  mergeContacts(winnerId: $w, loserId: $l) { id email isAnonymous identifiedAt }
+}"""
+CONTACT = "query($id: ID!) { contact(id: $id) { id email isAnonymous identifiedAt } }"
+
+
+@pytest.mark.parametrize("identified", ["winner", "loser"])
+async def test_merge_leaves_the_survivor_identified_whichever_side_was(api, identified):
+    """An identified contact merged with an anonymous one, in both directions: the survivor is
+    identified, with the identified side's identifiedAt (the loser's values fill the winner's gaps)."""
+    h = api.harness
+    async with h.browser() as one, h.browser() as two:
+        anonymous = await h.event(one, page_url="a")
+        known = await h.event(two, page_url="b")
+    await api(UPDATE, {"id": known["id"], "fields": {"email": "k@example.com"}}, role="write")
+    before = (await api(CONTACT, {"id": known["id"]}))["contact"]
+    assert before["isAnonymous"] is False and before["identifiedAt"]
+    winner, loser = (known, anonymous) if identified == "winner" else (anonymous, known)
+    merged = (await api(MERGE, {"w": winner["id"], "l": loser["id"]}, role="write"))["mergeContacts"]
+    assert merged["id"] == winner["id"]
+    assert merged["email"] == "k@example.com"
+    assert merged["isAnonymous"] is False
+    assert merged["identifiedAt"] == before["identifiedAt"]
+    stored = (await api(CONTACT, {"id": loser["id"]}))["contact"]  # the loser id resolves to it
+    assert stored == merged
+
+
+async def test_merging_two_anonymous_contacts_keeps_the_survivor_anonymous(api):
+    h = api.harness
+    async with h.browser() as one, h.browser() as two:
+        a = await h.event(one, page_url="a")
+        b = await h.event(two, page_url="b")
+    merged = (await api(MERGE, {"w": a["id"], "l": b["id"]}, role="write"))["mergeContacts"]
+    assert merged["isAnonymous"] is True and merged["identifiedAt"] is None and merged["email"] is None
 
 
 async def test_record_activity_by_id_and_by_new_email(api):

@@ -1,4 +1,4 @@
-"""The pixel snippets of contact-monitoring.md, sent as the browser / PHP / app would send them."""
+"""The pixel snippets of the user document (README, "Try it with curl" and "Endpoints"), sent as the browser / PHP / app would send them."""
 
 from urllib.parse import quote
 

@@ -1,4 +1,4 @@
-"""Every website snippet of contact-monitoring.md, verbatim, in a real Chromium against the real server."""
+"""Every website snippet of the user document (README, "Track a website"), verbatim, in a real Chromium against the real server."""
 
 import pytest
 
