@@ -104,7 +104,7 @@ class GraphQLEndpoint:
             await self.app(scope, receive, send)  # the IDE page itself; its queries carry the key
             return
         declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
             raise PayloadTooLarge(f"request body larger than {MAX_BODY_BYTES} bytes")
         header = request.headers.get("authorization")
         services: Services = request.state.services

@@ -13,6 +13,8 @@ from ingest.payload import Params
 
 _WRAPPED = re.compile(r"^mauticform\[([A-Za-z0-9_]+)\]$")
 MAX_RESULT_LENGTH = 1024
+# Form ids are 1, 2, 3, ...: ASCII digits, at most 9 of them; anything else names no form.
+FORM_ID = re.compile(r"[0-9]{1,9}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +42,7 @@ def read_submission(params: Params, *, wants_json: bool) -> Submission:
             plain[key] = _text(value)
     values = {**plain, **wrapped}
     raw_id = values.pop("formId", None) or plain.get("formid")
-    form_id = int(raw_id) if raw_id and raw_id.strip().isdigit() else None
+    form_id = int(raw_id.strip()) if raw_id and FORM_ID.fullmatch(raw_id.strip()) else None
     return_url = values.pop("return", None) or None
     return Submission(form_id, values, return_url, wants_json or plain.get("ajax") == "1")
 

@@ -18,6 +18,9 @@ MAX_SHORT_LENGTH = 64
 MAX_QUERY_VALUE_LENGTH = 1024
 MAX_LANGUAGES = 10
 TRACKING_ID = re.compile(r"[0-9a-z]{23}")
+# The page-view counter of mtc.js: a non-negative integer that fits MongoDB's int64.
+MAX_COUNTER = 2**63 - 1
+COUNTER = re.compile(r"[0-9]{1,19}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,21 +127,23 @@ def build_hit(
     counter: int | None = None
     raw_counter = text("counter", 20)
     if raw_counter:
-        try:
+        if COUNTER.fullmatch(raw_counter) and int(raw_counter) <= MAX_COUNTER:
             counter = int(raw_counter)
-        except ValueError:
-            warn("counter was not an integer and was ignored")
+        else:
+            warn(f"counter was not an integer from 0 to {MAX_COUNTER} and was ignored")
 
     offset: int | None = None
     raw_offset = text("timezone_offset", 20)
     if raw_offset:
         try:
-            offset = int(float(raw_offset))
-            if not -24 * 60 <= offset <= 24 * 60:
-                raise ValueError
+            minutes = float(raw_offset)
         except ValueError:
+            minutes = float("nan")
+        # NaN and the infinities fail the range check too.
+        if -24 * 60 <= minutes <= 24 * 60:
+            offset = int(minutes)
+        else:
             warn("timezone_offset was not a number of minutes and was ignored")
-            offset = None
 
     fingerprint = Fingerprint(
         hash=text("fingerprint", 128) or None,

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote
+
+import orjson
 
 from contact_monitor.core.fields import TRACKING_PARAMETERS
 from ingest import phpserial
@@ -28,6 +29,11 @@ MAX_KEYS = 200
 MAX_KEY_LENGTH = 64
 MAX_VALUE_LENGTH = 8192
 MAX_LIST_ITEMS = 100
+# JSON bodies and JSON inside `d`: nesting is refused before parsing, so a deep document costs
+# one scan and never a deep Python structure (or a RecursionError).
+MAX_JSON_DEPTH = 8
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_JSON_BRACKETS = re.compile(rb"[\[\]{}]")
 # Parameters with a meaning of their own are accepted even past MAX_KEYS, so that junk parameters
 # cannot push out the page URL; any other name may be a contact field alias.
 RESERVED = TRACKING_PARAMETERS
@@ -148,11 +154,34 @@ def parse_query(raw: bytes | str, builder: ParamsBuilder, *, limit: int, overrid
     builder.add_pairs(pairs, override=override)
 
 
+def json_depth(data: bytes, limit: int = MAX_JSON_DEPTH) -> int:
+    """How deep arrays and objects nest in `data` (strings skipped), counting no further than
+    `limit + 1`: a scan, not a parse."""
+    depth = deepest = 0
+    for bracket in _JSON_BRACKETS.findall(_JSON_STRING.sub(b"", data)):
+        if bracket in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > limit:
+                break
+        else:
+            depth -= 1
+    return deepest
+
+
+def loads_json(data: bytes) -> object:
+    """Strict JSON (RFC 8259: no NaN, no lone surrogates, valid UTF-8) nested at most
+    MAX_JSON_DEPTH levels; `ValueError` otherwise."""
+    if json_depth(data) > MAX_JSON_DEPTH:
+        raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    return orjson.loads(data)
+
+
 def parse_json_body(raw: bytes, builder: ParamsBuilder) -> None:
     try:
-        decoded = json.loads(raw)
-    except (UnicodeDecodeError, ValueError):
-        builder.warn("the JSON body could not be parsed and was ignored")
+        decoded = loads_json(raw)
+    except ValueError as exc:  # orjson.JSONDecodeError is a ValueError
+        builder.warn(f"the JSON body could not be parsed and was ignored ({str(exc)[:80]})")
         return
     if not isinstance(decoded, dict):
         builder.warn("the JSON body must be an object and was ignored")
@@ -185,23 +214,13 @@ def decode_base64_payload(raw: str, *, url_decode: bool = True) -> dict[str | in
         return dict(value)
     if decoded.lstrip()[:1] == b"{":
         try:
-            value_json = json.loads(decoded)
-        except (UnicodeDecodeError, ValueError):
-            raise PayloadError("not valid JSON") from None
-        if _depth(value_json) > 8:
-            raise PayloadError("JSON nested deeper than 8 levels")
+            value_json = loads_json(decoded)
+        except ValueError as exc:
+            raise PayloadError(f"not valid JSON ({str(exc)[:80]})") from None
+        if not isinstance(value_json, dict):
+            raise PayloadError("not a PHP-serialized array nor a JSON object")
         return dict(value_json)
     raise PayloadError("not a PHP-serialized array nor a JSON object")
-
-
-def _depth(value: object, level: int = 0) -> int:
-    if level > 8:
-        return level
-    if isinstance(value, dict):
-        return max((_depth(v, level + 1) for v in value.values()), default=level + 1)
-    if isinstance(value, list):
-        return max((_depth(v, level + 1) for v in value), default=level + 1)
-    return level
 
 
 def merge_d(builder: ParamsBuilder) -> None:
@@ -222,7 +241,8 @@ def merge_page_url_query(builder: ParamsBuilder) -> None:
     page_url = builder.params.get("page_url") or builder.params.get("url")
     if not isinstance(page_url, str) or "?" not in page_url:
         return
-    query = urlsplit(page_url).query if "://" in page_url else page_url.split("?", 1)[1].split("#", 1)[0]
+    # Not urlsplit: it refuses some strings (`http://[x?a=1`) that a page URL parameter may hold.
+    query = page_url.split("?", 1)[1].split("#", 1)[0]
     if not query:
         return
     lowered = [(key.lower(), value) for key, value in parse_qsl(query, keep_blank_values=True)]

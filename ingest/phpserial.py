@@ -9,6 +9,11 @@ larger than `max_items`.
 
 from __future__ import annotations
 
+import re
+
+# What PHP's serialize() writes for an integer: an optional minus and at most 19 digits.
+_INTEGER = re.compile(rb"-?[0-9]{1,19}")
+
 PhpScalar = str | int | float | bool | None
 PhpValue = PhpScalar | dict[str | int, "PhpValue"]
 
@@ -43,7 +48,7 @@ class _Parser:
 
     def read_int(self, stop: bytes) -> int:
         raw = self.read_until(stop)
-        if not raw or len(raw) > 20 or not raw.lstrip(b"-+").isdigit():
+        if not _INTEGER.fullmatch(raw):
             raise self.fail("invalid integer")
         return int(raw)
 

@@ -45,16 +45,21 @@ NO_STORE = {"Cache-Control": "no-store"}
 ANY_METHOD = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, or `PayloadTooLarge` as soon as it passes `limit` bytes (never buffered beyond it)."""
+async def read_body(request: Request, limit: int, *, keep_prefix: bool = False) -> bytes:
+    """The body, or `PayloadTooLarge` as soon as it passes `limit` bytes (never buffered beyond it).
+    With `keep_prefix`, a larger body is not refused: its first `limit + 1` bytes are returned, so
+    that the parameters which fit are kept (`parse_query` cuts at the last complete pair)."""
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    if not keep_prefix and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"request body larger than {limit} bytes")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
+            if keep_prefix:
+                chunks.append(chunk)
+                return b"".join(chunks)[: limit + 1]
             raise PayloadTooLarge(f"request body larger than {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
@@ -176,13 +181,12 @@ async def tracking_pixel(request: Request) -> Response:
     """Never an error page: whatever happens, the browser gets its GIF."""
     outcome = None
     try:
-        try:
-            body = await read_body(request, request.state.services.settings.max_body_bytes)
-        except PayloadTooLarge:
-            body = b""
+        body = await read_body(request, request.state.services.settings.max_body_bytes, keep_prefix=True)
         outcome, _ = await record(request, "pixel", body)
     except PyMongoError:
         log.exception("pixel hit could not be stored")
+    except Exception:  # the promise is the GIF: a bug is logged, never shown to the page
+        log.exception("pixel hit failed")
     headers = {**GIF_HEADERS, "Content-Length": str(len(GIF))}
     response = Response(GIF if request.method != "HEAD" else b"", media_type="image/gif", headers=headers)
     return with_cookies(response, request, outcome)

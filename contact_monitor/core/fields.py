@@ -134,7 +134,10 @@ def validate_value(definition: FieldDefinition, raw: str | list[str]) -> FieldVa
         except ValueError:
             raise FieldValueError("expected an ISO 8601 date and time") from None
         if parsed.tzinfo is not None:
-            parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
+            try:
+                parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
+            except OverflowError:  # 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+                raise FieldValueError("expected an ISO 8601 date and time") from None
         return parsed.isoformat(timespec="seconds")
     if len(text) > definition.max_length:
         raise FieldValueError(f"longer than {definition.max_length} characters")
@@ -144,7 +147,10 @@ def validate_value(definition: FieldDefinition, raw: str | list[str]) -> FieldVa
         local, domain = text.rsplit("@", 1)
         return f"{local}@{domain.lower()}"
     if kind == "url":
-        parts = urlsplit(text)
+        try:
+            parts = urlsplit(text)
+        except ValueError:  # e.g. an unclosed IPv6 bracket
+            raise FieldValueError("expected an http(s) URL") from None
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise FieldValueError("expected an http(s) URL")
         return text

@@ -54,7 +54,11 @@ def test_valid_values(kind, raw, stored):
         ("boolean", "maybe"),
         ("date", "29/02/2024"),
         ("datetime", "yesterday"),
+        ("datetime", "0001-01-01T00:00:00+01:00"),  # before year 1 in UTC
+        ("number", "1e999"),
         ("url", "javascript:alert(1)"),
+        ("url", "http://["),
+        ("url", "http://[x?a=1"),
         ("tel", "call me"),
         ("timezone", "Mars/Olympus"),
         ("locale", "english please"),
