@@ -10,10 +10,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from cross_web import HTTPException
 from graphql import GraphQLError
 from starlette.requests import Request
 from starlette.routing import BaseRoute, Route, WebSocketRoute
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLHTTPResponse
@@ -22,7 +23,7 @@ from strawberry.types.unset import UNSET, UnsetType
 
 from api.context import Context
 from api.schema import schema
-from contact_monitor.core.errors import PayloadTooLarge, Unauthenticated, UserError
+from contact_monitor.core.errors import PayloadTooLarge, RequestRefused, Unauthenticated, UserError
 from contact_monitor.core.keys import bearer_token, key_of
 from contact_monitor.core.services import Services
 
@@ -31,6 +32,18 @@ SCOPE_KEY = "cm.api_key"
 
 
 class ContactMonitorGraphQL(GraphQL[Context, None]):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Strawberry answers requests it refuses (invalid JSON, an empty body, a mutation over
+        GET) in plain text; they go through the app's error handler instead, with a code."""
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        try:
+            response = await self.run(Request(scope, receive))
+        except HTTPException as exc:
+            raise RequestRefused(exc.reason, exc.status_code) from None
+        await response(scope, receive, send)
+
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
         """Websockets authenticate in `connection_init`: {"authorization": "Bearer <key>"}; a
         missing or invalid key closes the socket with 4403 Forbidden."""
@@ -72,8 +85,10 @@ class ContactMonitorGraphQL(GraphQL[Context, None]):
         extensions = dict(formatted.get("extensions") or {})
         if isinstance(original, UserError):
             extensions["code"] = original.code
-        elif original is None:
-            extensions.setdefault("code", "BAD_USER_INPUT")  # syntax, validation, depth limit
+        elif original is None or isinstance(original, GraphQLError):
+            # Syntax, validation, limits, variables that do not fit their types. A masked
+            # internal error already says INTERNAL_SERVER_ERROR (InternalErrorMask).
+            extensions.setdefault("code", "BAD_USER_INPUT")
         else:
             extensions["code"] = "INTERNAL_SERVER_ERROR"
         return {**formatted, "extensions": extensions}
@@ -100,8 +115,15 @@ class GraphQLEndpoint:
             await self.app(scope, receive, send)  # authenticated in connection_init (on_ws_connect)
             return
         request = Request(scope, receive)
-        if self.graphiql and request.method == "GET" and "text/html" in request.headers.get("accept", ""):
-            await self.app(scope, receive, send)  # the IDE page itself; its queries carry the key
+        if (
+            self.graphiql
+            and request.method == "GET"
+            and "text/html" in request.headers.get("accept", "")
+            and "query" not in request.query_params
+        ):
+            # The IDE page itself, which runs nothing (Strawberry would run a `query` parameter,
+            # so a GET with one needs a key like any other request). Its queries carry the key.
+            await self.app(scope, receive, send)
             return
         declared = request.headers.get("content-length", "")
         if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
@@ -117,7 +139,24 @@ class GraphQLEndpoint:
                 headers={"WWW-Authenticate": "Bearer"},
             )
         scope[SCOPE_KEY] = {"name": key["_id"], "role": key["role"]}
-        await self.app(scope, receive, send)
+        await self.app(scope, limited(receive, MAX_BODY_BYTES), send)
+
+
+def limited(receive: Receive, limit: int) -> Receive:
+    """`receive` that raises `PayloadTooLarge` once the body passes `limit` bytes, whether or not
+    the client declared a Content-Length (a chunked body is counted as it arrives)."""
+    received = 0
+
+    async def receive_limited() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise PayloadTooLarge(f"request body larger than {limit} bytes")
+        return message
+
+    return receive_limited
 
 
 def graphql_routes(graphiql: bool, dashboard_origins: tuple[str, ...]) -> list[BaseRoute]:

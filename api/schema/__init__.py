@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import MaskErrors, ParserCache, QueryDepthLimiter, ValidationCache
+from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
 
+from api.schema.limits import (
+    MAX_ALIASES,
+    MAX_TOKENS,
+    DocumentCache,
+    DocumentStore,
+    InternalErrorMask,
+    QueryCost,
+)
 from api.schema.mutation import Mutation
 from api.schema.query import Query
 from api.schema.subscription import Subscription
@@ -20,15 +28,20 @@ def should_mask(error: GraphQLError) -> bool:
     return original is not None and not isinstance(original, UserError | GraphQLError)
 
 
+# Parsed and validated documents of this process, bounded by bytes (api/schema/limits.py).
+documents = DocumentStore()
+
 schema = strawberry.Schema(
     query=Query,
     mutation=Mutation,
     subscription=Subscription,
-    # Factories, built per operation; the parser and validation caches live at module level.
+    # Factories, built per operation.
     extensions=[
-        lambda: ParserCache(maxsize=1000),
-        lambda: ValidationCache(maxsize=1000),
+        lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
+        lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
         lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
-        lambda: MaskErrors(should_mask_error=should_mask, error_message="Internal server error"),
+        lambda: DocumentCache(documents),
+        QueryCost,
+        lambda: InternalErrorMask(should_mask_error=should_mask, error_message="Internal server error"),
     ],
 )

@@ -11,7 +11,7 @@ class UserError(Exception):
 
     code: ClassVar[str] = "BAD_USER_INPUT"
     # The HTTP status when the error ends a request outside GraphQL execution.
-    status: ClassVar[int] = 400
+    status: int = 400
 
     def __init__(self, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
@@ -28,6 +28,14 @@ class BadUserInput(UserError):
 
 class PayloadTooLarge(BadUserInput):
     status = 413
+
+
+class RequestRefused(BadUserInput):
+    """A request the protocol refuses as a whole (bad JSON, a mutation over GET, ...)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class NotFound(UserError):
