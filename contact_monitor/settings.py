@@ -17,6 +17,7 @@ from contact_monitor.text import parse_flag
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 AnonymizeMode = Literal["off", "truncate", "drop"]
+ProxyHeader = Literal["x-forwarded-for", "forwarded"]
 N = TypeVar("N", int, float)
 
 
@@ -36,6 +37,9 @@ class Settings:
     cookie_secure: bool = True
     cookie_domain: str | None = None
     trusted_proxies: tuple[IPNetwork, ...] = ()
+    # Which header the trusted proxies write the client chain into (one, never both: a proxy that
+    # writes only X-Forwarded-For passes a client's own Forwarded header through).
+    proxy_header: ProxyHeader = "x-forwarded-for"
     anonymize_ip: AnonymizeMode = "off"
     do_not_track_ips: tuple[str, ...] = ()
     respect_dnt: bool = False
@@ -141,6 +145,10 @@ class Settings:
             except ValueError:
                 raise SettingsError(f"CM_TRUSTED_PROXIES: {entry!r} is not an IP or CIDR range") from None
 
+        proxy_header = (text("CM_PROXY_HEADER") or "x-forwarded-for").lower()
+        if proxy_header not in ("x-forwarded-for", "forwarded"):
+            raise SettingsError(f"CM_PROXY_HEADER must be x-forwarded-for or forwarded, not {proxy_header!r}")
+
         anonymize = (text("CM_ANONYMIZE_IP") or "off").lower()
         # A yes/no word means truncate/off; "none" drops the IP.
         switch = parse_flag(anonymize)
@@ -171,6 +179,7 @@ class Settings:
             cookie_secure=flag("CM_COOKIE_SECURE", True),
             cookie_domain=text("CM_COOKIE_DOMAIN"),
             trusted_proxies=tuple(proxies),
+            proxy_header=proxy_header,  # type: ignore[arg-type]  # checked above
             anonymize_ip=anonymize,  # type: ignore[arg-type]
             do_not_track_ips=items("CM_DO_NOT_TRACK_IPS"),
             respect_dnt=flag("CM_RESPECT_DNT", False),

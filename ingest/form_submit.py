@@ -11,10 +11,11 @@ endpoint answers its own 413 and 503 instead of the app's JSON error handler.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import logging
 import re
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from pymongo.errors import PyMongoError
 from starlette.requests import Request
@@ -24,6 +25,7 @@ from starlette.routing import Route
 from contact_monitor.core.errors import PayloadTooLarge
 from contact_monitor.core.services import Services
 from contact_monitor.storage.forms import Form
+from ingest.cors import origin_allowed
 from ingest.forms import Submission, read_submission, validate_submission
 from ingest.pipeline import IngestPipeline
 from ingest.routes import build_visit, collect_params, read_body, visitor_address, with_cookies
@@ -31,6 +33,29 @@ from ingest.useragent import parse_user_agent
 
 log = logging.getLogger(__name__)
 UNAVAILABLE = "This form is no longer available."
+
+
+def _origin(url: str) -> str | None:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return None
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def safe_return(url: str, request: Request, allowed_origins: tuple[str, ...]) -> bool:
+    """`mauticform[return]` is followed only to an http(s) URL of a tracked site (CM_CORS_ORIGINS)
+    or of the page that posted the form (its Origin, else its Referer): never `javascript:` or
+    another site, so the form cannot be used as an open redirect."""
+    origin = _origin(url)
+    if origin is None:
+        return False
+    if origin_allowed(origin, allowed_origins):
+        return True
+    poster = request.headers.get("origin") or _origin(request.headers.get("referer", "")) or ""
+    return poster.lower() == origin
 
 
 def _wants_json(request: Request) -> bool:
@@ -111,6 +136,9 @@ async def form_submit(request: Request) -> Response:
         return response
     builder = collect_params(request, body, settings.max_body_bytes)
     submission = read_submission(builder.params, wants_json=wants_json)
+    if submission.return_url and not safe_return(submission.return_url, request, settings.cors_origins):
+        log.warning("form return URL refused (not an allowed site): %.200s", submission.return_url)
+        submission = dataclasses.replace(submission, return_url=None)
     try:
         form = (
             await services.storage.forms.get(submission.form_id) if submission.form_id is not None else None

@@ -125,7 +125,8 @@ def build_visit(
 
 def visitor_address(request: Request, settings: Settings) -> IPAddress | None:
     peer = request.client.host if request.client else None
-    return client_ip(peer, request.headers, settings.trusted_proxies)
+    header = settings.proxy_header
+    return client_ip(peer, request.headers.getlist(header), settings.trusted_proxies, header)
 
 
 async def visit_from_request(

@@ -46,28 +46,41 @@ def render(host: str, scheme: str) -> tuple[bytes, str]:
     return body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
 
 
-def public_address(request: Request, settings: Settings) -> tuple[str, str] | None:
-    """(host, scheme) the browser reached us at; None when the Host header is not a host name."""
+def _nearest(value: str) -> str:
+    """The value the nearest proxy wrote: the last of a comma-separated list (earlier ones may
+    come from the client, through the proxy)."""
+    return value.split(",")[-1].strip()
+
+
+def public_address(request: Request, settings: Settings) -> tuple[str, str, str | None] | None:
+    """(host, scheme, the Vary header) the browser reached us at; None when the Host header is
+    not a host name. The script is cached publicly, so the answer names every request header it
+    depends on: none with CM_PUBLIC_URL (the recommended setup behind proxies)."""
     if settings.public_url:
         parts = urlsplit(settings.public_url)
-        return parts.netloc, f"{parts.scheme}:"
+        return parts.netloc, f"{parts.scheme}:", None
     host = request.headers.get("host", "")
     scheme = request.url.scheme
+    vary = "Host"
     peer = request.client.host if request.client else None
     if is_trusted_peer(peer, settings.trusted_proxies):
-        host = request.headers.get("x-forwarded-host", host).split(",")[0].strip()
-        scheme = request.headers.get("x-forwarded-proto", scheme).split(",")[0].strip()
+        host = _nearest(request.headers.get("x-forwarded-host", host))
+        scheme = _nearest(request.headers.get("x-forwarded-proto", scheme))
+        vary = "Host, X-Forwarded-Host, X-Forwarded-Proto"
     if not _HOST.match(host) or scheme not in ("http", "https"):
         return None
-    return host, f"{scheme}:"
+    return host, f"{scheme}:", vary
 
 
 async def tracker_script(request: Request) -> Response:
     address = public_address(request, request.state.services.settings)
     if address is None:
         return PlainTextResponse("invalid Host header", status_code=400)
-    body, etag = render(*address)
-    headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL, "Vary": "Host"}
+    host, scheme, vary = address
+    body, etag = render(host, scheme)
+    headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL}
+    if vary:
+        headers["Vary"] = vary
     if etag in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers=headers)
     return Response(body, media_type="application/javascript", headers=headers)

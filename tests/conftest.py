@@ -115,6 +115,7 @@ class Harness:
         query: bytes = b"",
         headers: tuple[tuple[bytes, bytes], ...] = (),
         body: bytes = b"",
+        peer: str = "203.0.113.10",
     ) -> tuple[int, dict[str, str], bytes]:
         """Call the ASGI app with bytes no HTTP client would send (huge URLs, non-ASCII cookies)."""
         scope = {
@@ -127,7 +128,7 @@ class Harness:
             "raw_path": path.encode(),
             "query_string": query,
             "root_path": "",
-            "client": ("203.0.113.10", 50000),
+            "client": (peer, 50000),
             "server": ("track.example.com", 443),
             "headers": [
                 *(

@@ -1,7 +1,10 @@
 """Client IP: which address a request came from, whether it may be tracked, what is stored (pure).
 
-`X-Forwarded-For` and `Forwarded` are believed only when the peer is a configured trusted proxy
-(Mautic trusts them from anyone, which makes the IP spoofable).
+The forwarded chain is believed only when the peer is a configured trusted proxy (Mautic trusts
+it from anyone, which makes the IP spoofable), and only from the one header the proxies are
+configured to write (`CM_PROXY_HEADER`: `X-Forwarded-For` by default, or `Forwarded`). As
+uvicorn's ProxyHeadersMiddleware does: every line of the header counts (HAProxy adds a second
+line), read right to left, and the client is the first hop that is not a trusted proxy.
 """
 
 from __future__ import annotations
@@ -9,9 +12,9 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Sequence
 
-from contact_monitor.settings import AnonymizeMode, IPNetwork
+from contact_monitor.settings import AnonymizeMode, IPNetwork, ProxyHeader
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _FORWARDED_FOR = re.compile(r'for="?\[?([^\]";,]+)\]?(?::\d+)?"?', re.IGNORECASE)
@@ -44,18 +47,22 @@ def is_trusted_peer(peer: str | None, proxies: tuple[IPNetwork, ...]) -> bool:
 
 
 def client_ip(
-    peer: str | None, headers: Mapping[str, str], proxies: tuple[IPNetwork, ...]
+    peer: str | None,
+    lines: Sequence[str],
+    proxies: tuple[IPNetwork, ...],
+    header: ProxyHeader = "x-forwarded-for",
 ) -> IPAddress | None:
-    """The visitor's address: the peer, or (behind trusted proxies) the nearest untrusted forwarded hop."""
+    """The visitor's address: the peer, or (behind trusted proxies) the nearest untrusted hop of
+    the chain in `lines`, every line of the `header` the proxies write, in the order received."""
     address = parse_ip(peer)
     if address is None or not proxies or not _trusted(address, proxies):
         return address
     chain: list[str] = []
-    forwarded = headers.get("forwarded")
-    if forwarded:
-        chain = _FORWARDED_FOR.findall(forwarded)
-    elif headers.get("x-forwarded-for"):
-        chain = [part.strip() for part in headers["x-forwarded-for"].split(",")]
+    for line in lines:
+        if header == "forwarded":
+            chain += _FORWARDED_FOR.findall(line)
+        else:
+            chain += [part.strip() for part in line.split(",")]
     # Walk from the nearest hop outwards; the first address not belonging to a proxy is the client.
     for hop in reversed(chain):
         hop_address = parse_ip(hop)

@@ -11,23 +11,33 @@ PROXIES = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::/8"))
 
 
 def test_forwarded_headers_are_ignored_from_untrusted_peers():
-    assert str(client_ip("198.51.100.7", {"x-forwarded-for": "1.2.3.4"}, PROXIES)) == "198.51.100.7"
-    assert str(client_ip("198.51.100.7", {"x-forwarded-for": "1.2.3.4"}, ())) == "198.51.100.7"
+    assert str(client_ip("198.51.100.7", ["1.2.3.4"], PROXIES)) == "198.51.100.7"
+    assert str(client_ip("198.51.100.7", ["1.2.3.4"], ())) == "198.51.100.7"
 
 
 def test_trusted_proxy_chain_yields_the_first_untrusted_hop():
-    headers = {"x-forwarded-for": "6.6.6.6, 203.0.113.9, 10.1.1.1"}
-    assert str(client_ip("10.0.0.2", headers, PROXIES)) == "203.0.113.9"
+    assert str(client_ip("10.0.0.2", ["6.6.6.6, 203.0.113.9, 10.1.1.1"], PROXIES)) == "203.0.113.9"
+
+
+def test_every_line_of_the_header_counts_in_order():
+    """HAProxy appends its hop as a second header line: the client's own first line is not it."""
+    lines = ["6.6.6.6", "203.0.113.9"]
+    assert str(client_ip("10.0.0.2", lines, PROXIES)) == "203.0.113.9"
+    assert str(client_ip("10.0.0.2", ["6.6.6.6, 10.3.3.3", "10.1.1.1"], PROXIES)) == "6.6.6.6"
+
+
+def test_every_hop_trusted_gives_the_farthest_one():
+    assert str(client_ip("10.0.0.2", ["10.9.9.9, 10.1.1.1"], PROXIES)) == "10.9.9.9"
 
 
 def test_forwarded_header_ipv6_and_ports():
-    headers = {"forwarded": 'for="[2001:db8::1]:4711";proto=https, for=10.2.2.2'}
-    assert str(client_ip("fd00::1", headers, PROXIES)) == "2001:db8::1"
+    lines = ['for="[2001:db8::1]:4711";proto=https, for=10.2.2.2']
+    assert str(client_ip("fd00::1", lines, PROXIES, "forwarded")) == "2001:db8::1"
 
 
 def test_garbage_in_the_chain_stops_at_the_last_good_address():
-    assert str(client_ip("10.0.0.2", {"x-forwarded-for": "junk, 203.0.113.9"}, PROXIES)) == "203.0.113.9"
-    assert str(client_ip("10.0.0.2", {"x-forwarded-for": "junk"}, PROXIES)) == "10.0.0.2"
+    assert str(client_ip("10.0.0.2", ["junk, 203.0.113.9"], PROXIES)) == "203.0.113.9"
+    assert str(client_ip("10.0.0.2", ["junk"], PROXIES)) == "10.0.0.2"
 
 
 def test_parse_ip_variants():

@@ -123,6 +123,36 @@ async def test_forwarded_for_only_from_trusted_proxies(make_harness):
         assert (await h.db.hits.find_one())["ip"] == "10.0.0.2"
 
 
+async def test_a_client_cannot_spoof_its_ip_through_a_trusted_proxy(make_harness):
+    """The proxy writes X-Forwarded-For (a second line when the client sent one); a Forwarded
+    header the client sent itself passes through it and must not count."""
+    import ipaddress
+
+    proxies = (ipaddress.ip_network("10.0.0.0/8"),)
+    async with make_harness(ip="10.0.0.2", trusted_proxies=proxies) as h:
+        await h.raw(
+            "GET",
+            "/mtracking.gif",
+            b"page_url=p",
+            (
+                (b"forwarded", b"for=6.6.6.6"),
+                (b"x-forwarded-for", b"6.6.6.6"),
+                (b"x-forwarded-for", b"198.51.100.23"),
+            ),
+            peer="10.0.0.2",
+        )
+        assert (await h.db.hits.find_one())["ip"] == "198.51.100.23"
+    async with make_harness(ip="10.0.0.2", trusted_proxies=proxies, proxy_header="forwarded") as h:
+        await h.raw(
+            "GET",
+            "/mtracking.gif",
+            b"page_url=p",
+            ((b"x-forwarded-for", b"6.6.6.6"), (b"forwarded", b"for=198.51.100.24")),
+            peer="10.0.0.2",
+        )
+        assert (await h.db.hits.find_one())["ip"] == "198.51.100.24"
+
+
 async def test_health(harness):
     response = await harness.client.get("/health")
     assert response.json()["status"] == "ok"

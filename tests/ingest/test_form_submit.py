@@ -1,5 +1,7 @@
 """/form/submit?formId=N: web forms and mobile apps, identification, errors, timeline."""
 
+import pytest
+
 from contact_monitor.storage.forms import FormField
 from tests.conftest import FIREFOX, IPHONE
 
@@ -96,9 +98,11 @@ async def test_validation_errors(harness):
 
 async def test_html_form_flow_with_return_url(harness):
     form = await make_form(harness, post_action="return", post_action_property="Thanks!")
+    page = {"Origin": "https://site.test"}  # a browser posting the form from its page
     ok = await harness.client.post(
         "/form/submit",
         data={**posted(form.id, email="a@b.test"), "mauticform[return]": "https://site.test/contact"},
+        headers=page,
     )
     assert (
         ok.status_code == 302
@@ -107,10 +111,38 @@ async def test_html_form_flow_with_return_url(harness):
     bad = await harness.client.post(
         "/form/submit",
         data={**posted(form.id, email="nope"), "mauticform[return]": "https://site.test/c?x=1"},
+        headers=page,
     )
     assert bad.status_code == 302
     assert bad.headers["location"].startswith("https://site.test/c?x=1&mauticError=Errors%3A")
     assert bad.headers["location"].endswith("#contactus")
+
+
+@pytest.mark.parametrize(
+    ("target", "headers", "followed"),
+    [
+        ("https://evil.example/phish", {"Origin": "https://site.test"}, False),
+        ("javascript:alert(1)", {"Origin": "https://site.test"}, False),
+        ("//evil.example/x", {"Origin": "https://site.test"}, False),
+        ("https://site.test/contact", {}, False),  # nobody says which page posted it
+        ("https://site.test/contact", {"Referer": "https://site.test/form?x=1"}, True),
+        ("https://www.example.org/contact", {}, True),  # a tracked site (CM_CORS_ORIGINS)
+    ],
+)
+async def test_the_return_url_is_followed_only_to_the_posting_page_or_a_tracked_site(
+    harness, target, headers, followed
+):
+    form = await make_form(harness, post_action="return", post_action_property="Thanks!")
+    response = await harness.client.post(
+        "/form/submit",
+        data={**posted(form.id, email="a@b.test"), "mauticform[return]": target},
+        headers=headers,
+    )
+    if followed:
+        assert response.status_code == 302 and response.headers["location"].startswith(target)
+    else:
+        assert response.status_code == 200 and "Thanks!" in response.text
+        assert "location" not in response.headers
 
 
 async def test_message_redirect_and_unpublished(harness):

@@ -38,11 +38,24 @@ async def test_public_url_setting_wins(make_harness):
 async def test_forwarded_host_and_proto_only_from_trusted_proxies(make_harness):
     headers = {"X-Forwarded-Host": "track.example.org", "X-Forwarded-Proto": "https"}
     async with make_harness(ip="10.0.0.5", trusted_proxies=(ipaddress.ip_network("10.0.0.0/8"),)) as h:
-        text = (await h.client.get("http://internal:8000/mtc.js", headers=headers)).text
-        assert "var SERVER_HOST = 'track.example.org';" in text and "'https:'" in text
+        response = await h.client.get("http://internal:8000/mtc.js", headers=headers)
+        assert "var SERVER_HOST = 'track.example.org';" in response.text and "'https:'" in response.text
+        # A shared cache must not serve this answer to a request with other forwarded headers.
+        assert response.headers["vary"] == "Host, X-Forwarded-Host, X-Forwarded-Proto"
+        spoofed = {"X-Forwarded-Host": "evil.example, track.example.org", "X-Forwarded-Proto": "https"}
+        text = (await h.client.get("http://internal:8000/mtc.js", headers=spoofed)).text
+        assert "var SERVER_HOST = 'track.example.org';" in text  # the nearest proxy's value
     async with make_harness(ip="198.51.100.5") as h:
-        text = (await h.client.get("http://internal:8000/mtc.js", headers=headers)).text
-        assert "var SERVER_HOST = 'internal:8000';" in text
+        response = await h.client.get("http://internal:8000/mtc.js", headers=headers)
+        assert "var SERVER_HOST = 'internal:8000';" in response.text
+        assert response.headers["vary"] == "Host"
+
+
+async def test_a_public_url_makes_the_script_independent_of_request_headers(make_harness):
+    async with make_harness(public_url="https://track.example.net") as h:
+        response = await h.client.get("http://internal:8000/mtc.js", headers={"Host": "evil.example"})
+        assert "var SERVER_HOST = 'track.example.net';" in response.text
+        assert "vary" not in response.headers
 
 
 async def test_loading_the_script_records_nothing(harness):
