@@ -115,7 +115,11 @@ def create_app(settings: Settings) -> Starlette:
             await hub.start()
             try:
                 # request.state.services / .pipeline / .hub; GraphQL gets them through its context.
-                yield {"services": services, "pipeline": IngestPipeline(services), "hub": hub}
+                pipeline = IngestPipeline(services)
+                try:
+                    yield {"services": services, "pipeline": pipeline, "hub": hub}
+                finally:
+                    pipeline.close()
             finally:
                 await hub.stop()
         finally:

@@ -29,7 +29,6 @@ from ingest.cors import origin_allowed
 from ingest.forms import Submission, read_submission, validate_submission
 from ingest.pipeline import IngestPipeline
 from ingest.routes import build_visit, collect_params, read_body, visitor_address, with_cookies
-from ingest.useragent import parse_user_agent
 
 log = logging.getLogger(__name__)
 UNAVAILABLE = "This form is no longer available."
@@ -146,6 +145,7 @@ async def form_submit(request: Request) -> Response:
         if form is None or not form.published:
             return failure(submission, submission.wants_json, message=UNAVAILABLE)
         registry = await services.fields.get()
+        pipeline: IngestPipeline = request.state.pipeline
         values, results, errors = validate_submission(form, submission, registry)
         if errors:
             return failure(
@@ -157,12 +157,11 @@ async def form_submit(request: Request) -> Response:
             "form",
             builder,
             address=visitor_address(request, settings),
-            user_agent=parse_user_agent(request.headers.get("user-agent", "")),
+            user_agent=await pipeline.agents.parse(request.headers.get("user-agent", "")),
             referer=submission.return_url,
             values=values,
             form={"form_id": form.id, "form_name": form.name, "values": results},
         )
-        pipeline: IngestPipeline = request.state.pipeline
         outcome = await pipeline.track(visit)
     except PyMongoError:
         log.exception("form submission could not be stored")

@@ -31,7 +31,7 @@ from contact_monitor.storage.contacts import unique_key
 from contact_monitor.storage.documents import Document
 from contact_monitor.storage.fields import FieldDefinition
 from ingest.hit import Hit
-from ingest.useragent import UserAgent
+from ingest.useragent import UserAgent, UserAgentParser
 
 # A contact's `last_active` is rewritten at most this often when a hit changes nothing else: one
 # write less for most page views of a visit (hits keep exact times).
@@ -66,6 +66,10 @@ class IngestPipeline:
         self.services = services
         self.storage = services.storage
         self.identity = IdentityResolver(services.storage, track_by_ip=services.settings.track_by_ip)
+        self.agents = UserAgentParser()
+
+    def close(self) -> None:
+        self.agents.close()
 
     async def track(self, visit: Visit) -> Outcome:
         hit = visit.hit

@@ -30,7 +30,7 @@ from ingest.hit import build_hit
 from ingest.payload import ParamsBuilder, merge_d, merge_page_url_query, parse_json_body, parse_query
 from ingest.pipeline import Endpoint, IngestPipeline, Outcome, Visit
 from ingest.policy import privacy_signals, skip_reason
-from ingest.useragent import UserAgent, parse_user_agent
+from ingest.useragent import UserAgent
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,8 @@ async def visit_from_request(
     """Parse the request (pure apart from the cached field list). None: not to be recorded."""
     settings = services.settings
     builder = collect_params(request, body, settings.max_body_bytes)
-    user_agent = parse_user_agent(request.headers.get("user-agent", ""))
+    pipeline: IngestPipeline = request.state.pipeline
+    user_agent = await pipeline.agents.parse(request.headers.get("user-agent", ""))
     address = visitor_address(request, settings)
     reason = skip_reason(
         settings, method=request.method, headers=request.headers, user_agent=user_agent, ip=address

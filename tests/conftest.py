@@ -24,6 +24,7 @@ from contact_monitor.core import fields as field_ops
 from contact_monitor.core.services import Services
 from contact_monitor.embedded import start_mongodb
 from contact_monitor.settings import Settings
+from ingest.pipeline import IngestPipeline
 from subscriptions.hub import StreamHub
 
 CHROME = (
@@ -78,6 +79,7 @@ class Harness:
     settings: Settings
     services: Services
     hub: StreamHub
+    pipeline: IngestPipeline
     db: AsyncDatabase[dict[str, Any]]
     redis: Redis
 
@@ -169,10 +171,13 @@ async def running(settings: Settings, *, ip: str = "203.0.113.10") -> AsyncItera
         ) as client:
             services: Services = manager._state["services"]
             hub: StreamHub = manager._state["hub"]
+            pipeline: IngestPipeline = manager._state["pipeline"]
             mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongodb_uri, tz_aware=True)
             redis = Redis.from_url(settings.redis_url or "")
             try:
-                yield Harness(manager.app, client, settings, services, hub, mongo[settings.mongodb_db], redis)
+                yield Harness(
+                    manager.app, client, settings, services, hub, pipeline, mongo[settings.mongodb_db], redis
+                )
             finally:
                 await mongo.drop_database(settings.mongodb_db)
                 await redis.delete(settings.stream_key)

@@ -159,11 +159,10 @@ async def test_health(harness):
 
 
 async def test_same_user_agent_string_is_parsed_once(harness):
-    from ingest.useragent import parse_user_agent
-
-    parse_user_agent.cache_clear()
+    agents = harness.pipeline.agents
+    agents.cache.clear()
+    before = agents.parses
     for _ in range(3):
         await harness.pixel(page_url="p")
-    info = parse_user_agent.cache_info()
-    assert info.misses == 1 and info.hits >= 2
-    assert parse_user_agent(CHROME).browser == "Chrome"
+    assert agents.parses - before == 1
+    assert list(agents.cache) == [CHROME] and agents.cache[CHROME].browser == "Chrome"
