@@ -56,7 +56,7 @@ async def user_error(request: Request, exc: Exception) -> Response:
 
 
 async def health(request: Request) -> Response:
-    """200 when MongoDB and Redis answer; 503 naming the one that does not."""
+    """200 when MongoDB and Redis answer and the stream reader runs; 503 naming what does not."""
     services: Services = request.state.services
     checks: dict[str, str] = {}
     try:
@@ -69,7 +69,8 @@ async def health(request: Request) -> Response:
         checks["redis"] = "ok"
     except RedisError as exc:
         checks["redis"] = f"unavailable: {type(exc).__name__}"
-    healthy = all(value == "ok" for value in checks.values())
+    checks["stream_reader"] = request.state.hub.status()
+    healthy = checks["mongodb"] == "ok" and checks["redis"] == "ok" and checks["stream_reader"] != "stopped"
     body = {"status": "ok" if healthy else "unavailable", "version": __version__, **checks}
     return JSONResponse(body, status_code=200 if healthy else 503)
 

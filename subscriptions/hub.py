@@ -76,6 +76,10 @@ class StreamHub:
         self.subscribers: set[Subscriber] = set()
         self.last_id = "$"
         self._task: asyncio.Task[None] | None = None
+        # Supervision: how often the reader died of something other than a Redis error, and of
+        # what last (reported by /health).
+        self.restarts = 0
+        self.last_failure: str | None = None
         # Notified when the reader advances or the subscribers change (for waiters such as tests
         # and readiness checks).
         self._changed = asyncio.Condition()
@@ -83,7 +87,7 @@ class StreamHub:
     async def start(self) -> None:
         newest: Any = await self.redis.xrevrange(self.stream_key, count=1)
         self.last_id = _text(newest[0][0]) if newest else "0-0"
-        self._task = asyncio.create_task(self._run(), name="activity-stream-reader")
+        self._task = asyncio.create_task(self._supervise(), name="activity-stream-reader")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -116,6 +120,31 @@ class StreamHub:
         if newest:
             target = stream_id(_text(newest[0][0]))
             await self.wait_for(lambda hub: hub.last_id != "$" and stream_id(hub.last_id) >= target)
+
+    def status(self) -> str:
+        """For /health: "ok", "stopped", or the restarts and the last failure."""
+        if self._task is None or self._task.done():
+            return "stopped"
+        if self.restarts:
+            return f"ok (restarted {self.restarts} times; last failure: {self.last_failure})"
+        return "ok"
+
+    async def _supervise(self) -> None:
+        """Keep the reader running: a failure that is not a Redis error (a bug, an entry that
+        breaks the parser) is logged and the reader restarts after a backoff, from the entry
+        after the one it was at, so one poisoned entry cannot stop the live feed."""
+        delay = 0.1
+        while True:
+            try:
+                await self._run()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.restarts += 1
+                self.last_failure = f"{type(exc).__name__}: {str(exc)[:200]}"
+                log.exception("the activity stream reader failed; restarting in %.1f s", delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def _run(self) -> None:
         delay = 0.1

@@ -253,3 +253,22 @@ async def test_the_reader_survives_a_redis_outage(harness):
         logging.getLogger("subscriptions.hub").removeHandler(handler)
         await broken.aclose()
         await feed.close()
+
+
+async def test_a_poisoned_stream_entry_restarts_the_reader_and_the_feed_goes_on(harness):
+    """Another service appends an entry that breaks the JSON parser (RecursionError, not a Redis
+    error): the supervised reader restarts after it, /health says so, and later events arrive."""
+    async with harness.hub.subscribe() as subscriber:
+        await harness.redis.xadd(harness.settings.stream_key, {"event": "[" * 100_000 + "]" * 100_000})
+        body = await harness.event(page_url="after-the-poison")
+        seen = []
+        while not any(e.get("type") == "page_hit" for e in seen):
+            item = await subscriber.get()
+            if not isinstance(item, Lagged):
+                seen.append(item[1])
+        hit = next(e for e in seen if e["type"] == "page_hit")
+        assert hit["contact_id"] == body["id"] and hit["hit"]["url"] == "after-the-poison"
+    assert harness.hub.restarts == 1
+    health = (await harness.client.get("/health")).json()
+    assert health["status"] == "ok" and "restarted 1 times" in health["stream_reader"]
+    assert "RecursionError" in health["stream_reader"]
