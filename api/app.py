@@ -15,23 +15,81 @@ from graphql import GraphQLError
 from starlette.requests import Request
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import Message, Receive, Scope, Send
+from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLHTTPResponse
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
+    ConnectionInitMessage,
+    SubscribeMessage,
+)
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET, UnsetType
 
 from api.context import Context
 from api.schema import schema
+from api.sockets import SOCKET_KEY, SocketRefused, SocketRegistry, close, refuse
 from contact_monitor.core.errors import PayloadTooLarge, RequestRefused, Unauthenticated, UserError
 from contact_monitor.core.keys import bearer_token, key_of
 from contact_monitor.core.services import Services
+from contact_monitor.settings import Settings
 
 MAX_BODY_BYTES = 1024 * 1024
 SCOPE_KEY = "cm.api_key"
 
 
+class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
+    """Strawberry's graphql-transport-ws handler, with our close codes (api/sockets.py), the key
+    checked again at every `subscribe`, and `extensions.code` on every error it sends."""
+
+    async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
+        try:
+            await super().handle_connection_init(message)
+        except SocketRefused as exc:
+            await close(self.websocket_request, exc.code, exc.reason)
+
+    async def handle_subscribe(self, message: SubscribeMessage) -> None:
+        if self.connection_acknowledged:
+            revoked = await self.context.services.storage.api_keys.revoked_among([self.context.key_name])
+            if revoked:
+                await close(self.websocket_request, 4403, "API key revoked")
+                return
+        await super().handle_subscribe(message)
+
+    async def send_message(self, message: Any) -> None:
+        if message.get("type") == "error":
+            message = {**message, "payload": [with_code(error) for error in message.get("payload", [])]}
+        await super().send_message(message)
+
+    @property
+    def websocket_request(self) -> WebSocket:
+        request: WebSocket = self.context.request
+        return request
+
+
+def with_code(error: dict[str, Any]) -> dict[str, Any]:
+    """A formatted error sent over the websocket, with `extensions.code` (BAD_USER_INPUT unless
+    it carries one: validation errors and "Subscription limit reached" come without)."""
+    extensions = dict(error.get("extensions") or {})
+    extensions.setdefault("code", "BAD_USER_INPUT")
+    return {**error, "extensions": extensions}
+
+
 class ContactMonitorGraphQL(GraphQL[Context, None]):
+    graphql_transport_ws_handler_class = TransportWSHandler
+
+    def __init__(self, *args: Any, sockets: SocketRegistry, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sockets = sockets
+
+    async def create_websocket_response(self, request: WebSocket, subprotocol: str | None) -> WebSocket:
+        """Accept even without a subprotocol we speak (echoing the client's first one), so that
+        Strawberry's 4406 close reaches the client instead of a failed handshake (1006)."""
+        offered = request.scope.get("subprotocols") or []
+        await request.accept(subprotocol=subprotocol or (offered[0] if offered else None))
+        return request
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Strawberry answers requests it refuses (invalid JSON, an empty body, a mutation over
         GET) in plain text; they go through the app's error handler instead, with a code."""
@@ -52,6 +110,10 @@ class ContactMonitorGraphQL(GraphQL[Context, None]):
         key = await key_of(context.services.storage, header) if isinstance(header, str) else None
         if key is None:
             raise ConnectionRejectionError()
+        websocket: WebSocket = context.request
+        self.sockets.authenticated(
+            websocket.scope[SOCKET_KEY], key["_id"], websocket, context.services.storage
+        )
         context.role, context.key_name = key["role"], key["_id"]
         return UNSET  # type: ignore[no-any-return]
 
@@ -97,22 +159,42 @@ class ContactMonitorGraphQL(GraphQL[Context, None]):
 class GraphQLEndpoint:
     """Authenticates, then hands over to Strawberry."""
 
-    def __init__(self, graphiql: bool, dashboard_origins: tuple[str, ...]) -> None:
-        self.graphiql = graphiql
+    def __init__(self, settings: Settings) -> None:
+        self.graphiql = settings.graphiql
+        self.sockets = SocketRegistry(
+            max_sockets=settings.ws_max_sockets,
+            max_per_key=settings.ws_max_per_key,
+            max_unauthenticated=settings.ws_max_unauthenticated,
+            recheck_seconds=settings.key_recheck_seconds,
+        )
         self.app = ContactMonitorGraphQL(
             schema,
-            graphql_ide="graphiql" if graphiql else None,
+            sockets=self.sockets,
+            graphql_ide="graphiql" if settings.graphiql else None,
             allow_queries_via_get=True,
             # Only the current protocol: the legacy one let old clients skip the connect hook.
             subscription_protocols=("graphql-transport-ws",),
-            allowed_origins=dashboard_origins,
+            allowed_origins=settings.dashboard_origins,
             connection_init_wait_timeout=dt.timedelta(seconds=10),
             max_subscriptions_per_connection=20,
         )
 
+    def routes(self) -> list[BaseRoute]:
+        return [Route("/graphql", self, methods=["GET", "POST"]), WebSocketRoute("/graphql", self)]
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
-            await self.app(scope, receive, send)  # authenticated in connection_init (on_ws_connect)
+            socket = self.sockets.admit()
+            if socket is None:
+                await refuse(
+                    scope, receive, send, 1013, "too many websockets on this server; try again later"
+                )
+                return
+            scope[SOCKET_KEY] = socket
+            try:
+                await self.app(scope, receive, send)  # authenticated in connection_init (on_ws_connect)
+            finally:
+                self.sockets.gone(socket)
             return
         request = Request(scope, receive)
         if (
@@ -157,8 +239,3 @@ def limited(receive: Receive, limit: int) -> Receive:
         return message
 
     return receive_limited
-
-
-def graphql_routes(graphiql: bool, dashboard_origins: tuple[str, ...]) -> list[BaseRoute]:
-    endpoint = GraphQLEndpoint(graphiql, dashboard_origins)
-    return [Route("/graphql", endpoint, methods=["GET", "POST"]), WebSocketRoute("/graphql", endpoint)]

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from api.app import graphql_routes
+from api.app import GraphQLEndpoint
 from contact_monitor import __version__
 from contact_monitor.core.errors import UserError
 from contact_monitor.core.fields import install_core_fields
@@ -100,6 +100,7 @@ def create_app(settings: Settings) -> Starlette:
             "servers and sets them when they are not configured"
         )
     mongodb_uri, redis_url = settings.mongodb_uri, settings.redis_url
+    graphql = GraphQLEndpoint(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:
@@ -121,6 +122,7 @@ def create_app(settings: Settings) -> Starlette:
                     yield {"services": services, "pipeline": pipeline, "hub": hub}
                 finally:
                     pipeline.close()
+                    await graphql.sockets.stop()
             finally:
                 await hub.stop()
         finally:
@@ -132,7 +134,7 @@ def create_app(settings: Settings) -> Starlette:
             *ingest_routes.routes,
             *form_routes.routes,
             *tracker_routes.routes,
-            *graphql_routes(settings.graphiql, settings.dashboard_origins),
+            *graphql.routes(),
             Route("/health", health),
         ],
         middleware=[

@@ -31,7 +31,8 @@ configuration (environment variables, all optional):
   CM_COOKIE_SECURE     true (default) or false for plain-http development
   CM_GRAPHIQL          true: serve the GraphiQL IDE at /graphql
   CM_DASHBOARD_ORIGINS browser origins allowed to open the /graphql websocket
-  CM_TRUSTED_PROXIES, CM_ANONYMIZE_IP, CM_DO_NOT_TRACK_IPS, CM_RESPECT_DNT, ...: see README.md
+  CM_TRUSTED_PROXIES, CM_PROXY_HEADER, CM_ANONYMIZE_IP, CM_DO_NOT_TRACK_IPS, CM_RESPECT_DNT,
+  CM_WS_MAX_SOCKETS, CM_WS_MAX_PER_KEY, CM_KEY_RECHECK_SECONDS, ...: see README.md
 """
 
 

@@ -51,6 +51,12 @@ class Settings:
     graphiql: bool = False
     dashboard_origins: tuple[str, ...] = ()
     subscription_queue: int = 1000
+    # Websockets of /graphql: per process, per API key, not yet authenticated; and how often the
+    # keys of open sockets are checked for revocation.
+    ws_max_sockets: int = 1000
+    ws_max_per_key: int = 200
+    ws_max_unauthenticated: int = 100
+    key_recheck_seconds: float = 2.0
     # Parsed form of do_not_track_ips, filled in __post_init__.
     _dnt_networks: tuple[IPNetwork, ...] = field(default=(), repr=False, compare=False)
     _dnt_patterns: tuple[str, ...] = field(default=(), repr=False, compare=False)
@@ -65,6 +71,17 @@ class Settings:
             raise SettingsError(f"CM_ANONYMIZE_IP must be off, truncate or drop, not {self.anonymize_ip!r}")
         if self.stream_maxlen < 1:
             raise SettingsError("CM_STREAM_MAXLEN must be a positive integer")
+        for name, value in (
+            ("CM_WS_MAX_SOCKETS", self.ws_max_sockets),
+            ("CM_WS_MAX_PER_KEY", self.ws_max_per_key),
+            ("CM_WS_MAX_UNAUTHENTICATED", self.ws_max_unauthenticated),
+        ):
+            if not 1 <= value <= 1_000_000:
+                raise SettingsError(f"{name} must be between 1 and 1000000, not {value}")
+        if not 0.1 <= self.key_recheck_seconds <= 3600:
+            raise SettingsError(
+                f"CM_KEY_RECHECK_SECONDS must be between 0.1 and 3600, not {self.key_recheck_seconds}"
+            )
         if not 1 <= self.subscription_queue <= 1_000_000:
             raise SettingsError("CM_SUBSCRIPTION_QUEUE must be between 1 and 1000000")
         if self.max_body_bytes < 1024:
@@ -191,4 +208,8 @@ class Settings:
             graphiql=flag("CM_GRAPHIQL", False),
             dashboard_origins=items("CM_DASHBOARD_ORIGINS"),
             subscription_queue=integer("CM_SUBSCRIPTION_QUEUE", 1000),
+            ws_max_sockets=integer("CM_WS_MAX_SOCKETS", 1000),
+            ws_max_per_key=integer("CM_WS_MAX_PER_KEY", 200),
+            ws_max_unauthenticated=integer("CM_WS_MAX_UNAUTHENTICATED", 100),
+            key_recheck_seconds=number("CM_KEY_RECHECK_SECONDS", 2.0),
         )

@@ -17,4 +17,6 @@ def bearer_token(header: str | None) -> str | None:
 async def key_of(storage: Storage, header: str | None) -> Document | None:
     """The valid, unrevoked key an `Authorization` header carries, else None."""
     token = bearer_token(header)
-    return await storage.api_keys.authenticate(token) if token else None
+    if not token or not token.isascii():  # keys are ASCII; this also refuses lone surrogates
+        return None
+    return await storage.api_keys.authenticate(token)

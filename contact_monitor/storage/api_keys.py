@@ -68,6 +68,13 @@ class ApiKeyRepository:
         if result.matched_count == 0:
             raise ApiKeyError(f"no active key named {name!r}")
 
+    async def revoked_among(self, names: list[str]) -> set[str]:
+        """Which of these key names are revoked (or gone)."""
+        if not names:
+            return set()
+        active = {doc["_id"] async for doc in self.keys.find({"_id": {"$in": names}, "revoked_at": None})}
+        return set(names) - active
+
     async def authenticate(self, key: str) -> Document | None:
         """The key's document when it exists and is not revoked."""
         if not key.startswith(KEY_PREFIX) or len(key) > 200:

@@ -1,0 +1,139 @@
+"""Websocket caps, revoked keys and close codes (api/sockets.py), through Starlette's TestClient:
+the real app with its lifespan, in a thread of its own."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+from pymongo import MongoClient
+from redis import Redis
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
+
+from contact_monitor.app import create_app
+from tests.servers import create_key, server_env
+
+PROTOCOL = ["graphql-transport-ws"]
+LIVE = {"id": "1", "type": "subscribe", "payload": {"query": "subscription { liveVisits { cursor } }"}}
+
+
+@pytest.fixture
+def strict(settings):
+    """Settings with small caps; the keys are created (and revoked) through the CLI."""
+    settings = replace(
+        settings, ws_max_sockets=4, ws_max_per_key=2, ws_max_unauthenticated=2, key_recheck_seconds=3600
+    )
+    env = server_env(CM_MONGODB_URI=settings.mongodb_uri, CM_MONGODB_DB=settings.mongodb_db)
+    yield settings, env
+    with MongoClient(settings.mongodb_uri) as client:
+        client.drop_database(settings.mongodb_db)
+    Redis.from_url(settings.redis_url).delete(settings.stream_key)
+
+
+def init(ws, key: str) -> dict:
+    ws.send_text(json.dumps({"type": "connection_init", "payload": {"authorization": f"Bearer {key}"}}))
+    return json.loads(ws.receive_text())
+
+
+def closed_with(ws) -> int:
+    with pytest.raises(WebSocketDisconnect) as closed:
+        while True:
+            ws.receive_text()
+    return closed.value.code
+
+
+def revoke(env, name):
+    from tests.servers import cli
+
+    cli(env, "api-key", "revoke", name)
+
+
+def test_a_key_holds_at_most_its_sockets(strict):
+    settings, env = strict
+    key = create_key(env, "dash", "read")
+    with TestClient(create_app(settings)) as client:
+        with client.websocket_connect("/graphql", subprotocols=PROTOCOL) as one:
+            assert init(one, key)["type"] == "connection_ack"
+            with client.websocket_connect("/graphql", subprotocols=PROTOCOL) as two:
+                assert init(two, key)["type"] == "connection_ack"
+                with client.websocket_connect("/graphql", subprotocols=PROTOCOL) as three:
+                    three.send_text(
+                        json.dumps({"type": "connection_init", "payload": {"authorization": f"Bearer {key}"}})
+                    )
+                    assert closed_with(three) == 4429
+            # one place freed: a new socket of the key is accepted again
+            with client.websocket_connect("/graphql", subprotocols=PROTOCOL) as again:
+                assert init(again, key)["type"] == "connection_ack"
+
+
+def test_sockets_that_never_authenticate_are_capped(strict):
+    settings, _ = strict
+    with TestClient(create_app(settings)) as client:
+        with (
+            client.websocket_connect("/graphql", subprotocols=PROTOCOL),
+            client.websocket_connect("/graphql", subprotocols=PROTOCOL),
+            client.websocket_connect("/graphql", subprotocols=PROTOCOL) as third,
+        ):
+            assert closed_with(third) == 1013
+
+
+def test_every_subscribe_checks_the_key_again(strict):
+    settings, env = strict  # the periodic check is an hour away: only the subscribe can notice
+    key = create_key(env, "dash", "read")
+    with TestClient(create_app(settings)) as client:
+        with client.websocket_connect("/graphql", subprotocols=PROTOCOL) as ws:
+            assert init(ws, key)["type"] == "connection_ack"
+            revoke(env, "dash")
+            ws.send_text(json.dumps(LIVE))
+            assert closed_with(ws) == 4403
+
+
+def test_open_sockets_of_a_revoked_key_are_closed(strict):
+    settings, env = strict
+    key = create_key(env, "dash", "read")
+    with TestClient(create_app(replace(settings, key_recheck_seconds=0.2))) as client:
+        with client.websocket_connect("/graphql", subprotocols=PROTOCOL) as ws:
+            assert init(ws, key)["type"] == "connection_ack"
+            ws.send_text(json.dumps(LIVE))
+            revoke(env, "dash")
+            assert closed_with(ws) == 4403  # within a recheck, with no message from the client
+
+
+def test_a_lone_surrogate_in_the_key_is_4403(strict):
+    settings, _ = strict
+    with TestClient(create_app(settings)) as client:
+        with client.websocket_connect("/graphql", subprotocols=PROTOCOL) as ws:
+            ws.send_text('{"type": "connection_init", "payload": {"authorization": "Bearer cm_\\ud800"}}')
+            assert closed_with(ws) == 4403
+
+
+def test_the_legacy_protocol_is_accepted_then_closed_with_4406(strict):
+    settings, _ = strict
+    with TestClient(create_app(settings)) as client:
+        with client.websocket_connect("/graphql", subprotocols=["graphql-ws"]) as ws:
+            # the handshake names the subprotocol, as browsers require, then the close says why
+            assert ws.accepted_subprotocol == "graphql-ws"
+            assert closed_with(ws) == 4406
+
+
+def test_errors_sent_over_the_socket_carry_codes(strict):
+    settings, env = strict
+    key = create_key(env, "dash", "read")
+    with TestClient(create_app(settings)) as client:
+        with client.websocket_connect("/graphql", subprotocols=PROTOCOL) as ws:
+            init(ws, key)
+            bad = {"id": "v", "type": "subscribe", "payload": {"query": "subscription { nope }"}}
+            ws.send_text(json.dumps(bad))
+            message = json.loads(ws.receive_text())
+            assert (
+                message["type"] == "error" and message["payload"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+            )
+            for i in range(20):
+                ws.send_text(json.dumps({**LIVE, "id": f"s{i}"}))
+            ws.send_text(json.dumps({**LIVE, "id": "one-too-many"}))
+            message = json.loads(ws.receive_text())
+            assert message["id"] == "one-too-many" and message["type"] == "error"
+            assert message["payload"][0]["message"] == "Subscription limit reached"
+            assert message["payload"][0]["extensions"]["code"] == "BAD_USER_INPUT"
