@@ -28,8 +28,9 @@ from api.schema.types import (
 )
 from contact_monitor.core.activity import TIMELINE_TYPES
 from contact_monitor.storage.documents import Document
+from resolvers.loaders import MAX_LIST
 from resolvers.pagination import decode_cursor, page_size
-from resolvers.timeline import cursor_of, timeline_page
+from resolvers.timeline import cursor_of
 
 NODE_TYPES: dict[str, Any] = {
     "page_hit": PageHit,
@@ -43,7 +44,6 @@ NODE_TYPES: dict[str, Any] = {
 }
 # Every timeline kind of the core has its GraphQL type.
 assert set(NODE_TYPES) == set(TIMELINE_TYPES), set(NODE_TYPES) ^ set(TIMELINE_TYPES)
-MAX_LIST = 100
 
 
 @strawberry.type(description="A person (or an anonymous visitor) and everything they did.")
@@ -95,26 +95,24 @@ class Contact:
     @strawberry.field(description="Page hits, newest first.")
     async def hits(self, info: Info, first: int | None = None, after: str | None = None) -> PageHitConnection:
         size = page_size(first)
-        storage = info.context.services.storage
+        loaders = info.context.loaders
         before = decode_cursor(after, object_id=True)
-        docs = await storage.hits.for_contact(self.doc["_id"], before=before, limit=size + 1)
+        docs = await loaders.hits.load((self.doc["_id"], (size + 1, before)))
         edges = [PageHitEdge(cursor=cursor_of(doc), node=PageHit(doc=doc)) for doc in docs[:size]]
         return PageHitConnection(
-            total_count=await storage.hits.count_for_contact(self.doc["_id"]),
+            total_count=await loaders.hit_count.load(self.doc["_id"]),
             edges=edges,
             page_info=PageInfo.of(edges, len(docs) > size),
         )
 
     @strawberry.field(description=f"UTM records, newest first (at most {MAX_LIST}).")
     async def utm_tags(self, info: Info) -> list[UtmRecorded]:
-        docs = await info.context.services.storage.hits.utm_for_contact(
-            self.doc["_id"], before=None, limit=MAX_LIST
-        )
+        docs = await info.context.loaders.utm.load((self.doc["_id"], MAX_LIST))
         return [UtmRecorded(doc=doc) for doc in docs]
 
     @strawberry.field(description=f"IP addresses the contact's hits came from (at most {MAX_LIST}).")
     async def ip_addresses(self, info: Info) -> list[str]:
-        return await info.context.services.storage.hits.ips_for_contact(self.doc["_id"], MAX_LIST)
+        return await info.context.loaders.ips.load(self.doc["_id"])
 
     @strawberry.field(description="Everything the contact did, newest first.")
     async def timeline(
@@ -125,10 +123,9 @@ class Contact:
         types: list[TimelineType] | None = None,
     ) -> TimelineConnection:
         size = page_size(first)
-        kinds = None if types is None else [t.value for t in types]
-        entries, more = await timeline_page(
-            info.context.services.storage, self.doc["_id"], first=size, after=after, kinds=kinds
-        )
+        kinds = None if types is None else tuple(sorted({t.value for t in types}))
+        before = decode_cursor(after, object_id=True)
+        entries, more = await info.context.loaders.timeline.load((self.doc["_id"], (size, before, kinds)))
         edges = [TimelineEdge(cursor=cursor_of(doc), node=NODE_TYPES[kind](doc=doc)) for kind, doc in entries]
         return TimelineConnection(
             edges=edges,

@@ -14,7 +14,13 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
-from contact_monitor.storage.documents import Cursor, Document, newest_first, older_than
+from contact_monitor.storage.documents import (
+    Cursor,
+    Document,
+    newest_first,
+    newest_per_contact,
+    older_than,
+)
 
 
 class ActivityRepository:
@@ -45,6 +51,14 @@ class ActivityRepository:
             query.update(older_than("occurred_at", before))
         cursor = self.activities.find(query).sort(newest_first("occurred_at")).limit(limit)
         return [doc async for doc in cursor]
+
+    async def pages_for_contacts(
+        self, contact_ids: list[str], *, types: Iterable[str], before: Cursor | None, limit: int
+    ) -> dict[str, list[Document]]:
+        """`for_contact` for many contacts in one aggregation."""
+        match: Document = {"contact_id": {"$in": contact_ids}, "type": {"$in": list(types)}}
+        pipeline = newest_per_contact(match, "occurred_at", before, limit)
+        return {doc["_id"]: doc["docs"] async for doc in await self.activities.aggregate(pipeline)}
 
     async def move(self, from_contact: str, to_contact: str) -> None:
         await self.activities.update_many({"contact_id": from_contact}, {"$set": {"contact_id": to_contact}})

@@ -21,7 +21,13 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
-from contact_monitor.storage.documents import Cursor, Document, newest_first, older_than
+from contact_monitor.storage.documents import (
+    Cursor,
+    Document,
+    newest_first,
+    newest_per_contact,
+    older_than,
+)
 
 TIME_ON_PAGE_WINDOW = dt.timedelta(minutes=30)
 
@@ -69,6 +75,32 @@ class HitRepository:
             query.update(older_than("occurred_at", before))
         cursor = collection.find(query).sort(newest_first("occurred_at")).limit(limit)
         return [doc async for doc in cursor]
+
+    async def pages_for_contacts(
+        self, contact_ids: list[str], *, before: Cursor | None, limit: int, utm: bool = False
+    ) -> dict[str, list[Document]]:
+        """`for_contact` (or `utm_for_contact`) for many contacts in one aggregation."""
+        collection = self.utm_records if utm else self.hits
+        pipeline = newest_per_contact({"contact_id": {"$in": contact_ids}}, "occurred_at", before, limit)
+        return {doc["_id"]: doc["docs"] async for doc in await collection.aggregate(pipeline)}
+
+    async def counts_for_contacts(self, contact_ids: list[str]) -> dict[str, int]:
+        pipeline: list[Document] = [
+            {"$match": {"contact_id": {"$in": contact_ids}}},
+            {"$group": {"_id": "$contact_id", "count": {"$sum": 1}}},
+        ]
+        return {doc["_id"]: int(doc["count"]) async for doc in await self.hits.aggregate(pipeline)}
+
+    async def ips_for_contacts(self, contact_ids: list[str], limit: int = 100) -> dict[str, list[str]]:
+        """The distinct IPs of each contact's hits (at most `limit` each), in one aggregation."""
+        pipeline: list[Document] = [
+            {"$match": {"contact_id": {"$in": contact_ids}, "ip": {"$nin": [None, ""]}}},
+            {"$group": {"_id": "$contact_id", "ips": {"$addToSet": "$ip"}}},
+        ]
+        return {
+            doc["_id"]: sorted(str(ip) for ip in doc["ips"])[:limit]
+            async for doc in await self.hits.aggregate(pipeline)
+        }
 
     async def count_for_contact(self, contact_id: str) -> int:
         return await self.hits.count_documents({"contact_id": contact_id})
