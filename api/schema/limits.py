@@ -45,7 +45,7 @@ LIST_SIZES = {
     "ipAddresses": 100,
     "devices": 20,
     "contactsByFingerprint": 100,
-    "tags": 1_000,
+    "tags": 100,
     "fields": 100,
     "forms": 100,
 }

@@ -8,10 +8,15 @@ from api.permissions import READ
 from api.schema.contact import Contact, ContactConnection, ContactEdge
 from api.schema.inputs import ContactFilter
 from api.schema.types import Field, FormFieldType, FormType, Info, PageInfo, Tag
+from contact_monitor.core.errors import BadUserInput
+from contact_monitor.core.tags import tag_key
 from contact_monitor.storage.fields import FieldDefinition
 from contact_monitor.storage.forms import Form
 from resolvers import contacts as read
 from resolvers.pagination import page_size
+
+TAG_PAGE = 100
+MAX_TAG_PAGE = 1000
 
 
 @strawberry.type
@@ -76,11 +81,19 @@ class Query:
         ]
 
     @strawberry.field(
-        permission_classes=READ, description="Every tag with the number of contacts carrying it."
+        permission_classes=READ,
+        description=f"Tags in name order (case-insensitive) with the number of contacts carrying them, "
+        f"{TAG_PAGE} at a time by default (at most {MAX_TAG_PAGE}); `after`: the name of the last "
+        "tag of the previous page.",
     )
-    async def tags(self, info: Info) -> list[Tag]:
-        counts = await info.context.services.storage.contacts.tag_counts()
-        return [Tag(name=name, contact_count=count) for name, count in counts]
+    async def tags(self, info: Info, first: int | None = None, after: str | None = None) -> list[Tag]:
+        size = TAG_PAGE if first is None else first
+        if not 1 <= size <= MAX_TAG_PAGE:
+            raise BadUserInput(f"first must be between 1 and {MAX_TAG_PAGE}, not {size}")
+        storage = info.context.services.storage
+        page = await storage.tags.page(None if after is None else tag_key(after), size)
+        counts = await storage.contacts.tag_counts([name for _, name in page])
+        return [Tag(name=name, contact_count=counts.get(name, 0)) for _, name in page]
 
     @strawberry.field(permission_classes=READ, description="The forms /form/submit accepts.")
     async def forms(self, info: Info) -> list[FormType]:

@@ -226,13 +226,17 @@ class ContactRepository:
     async def count(self, query: Mapping[str, Any]) -> int:
         return await self.contacts.count_documents(dict(query))
 
-    async def tag_counts(self) -> list[tuple[str, int]]:
+    async def tag_counts(self, names: list[str]) -> dict[str, int]:
+        """How many contacts carry each of these tags (display names), through the `tags` index."""
+        if not names:
+            return {}
         pipeline: list[Document] = [
+            {"$match": {"tags": {"$in": names}}},
             {"$unwind": "$tags"},
+            {"$match": {"tags": {"$in": names}}},
             {"$group": {"_id": "$tags", "count": {"$sum": 1}}},
-            {"$sort": {"_id": 1}},
         ]
-        return [(doc["_id"], doc["count"]) async for doc in await self.contacts.aggregate(pipeline)]
+        return {doc["_id"]: int(doc["count"]) async for doc in await self.contacts.aggregate(pipeline)}
 
     async def delete_merge_records(self, winner_id: str) -> None:
         await self.merges.delete_many({"$or": [{"winner_id": winner_id}, {"_id": winner_id}]})

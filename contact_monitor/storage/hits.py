@@ -30,6 +30,8 @@ from contact_monitor.storage.documents import (
 )
 
 TIME_ON_PAGE_WINDOW = dt.timedelta(minutes=30)
+# `urlContains` looks at this many of the newest hits (docs/data-contract.md, "hits").
+URL_SEARCH_HITS = 100_000
 
 
 class HitRepository:
@@ -114,10 +116,20 @@ class HitRepository:
         ]
         return {doc["_id"]: doc["hit"] async for doc in await self.hits.aggregate(pipeline)}
 
-    async def contacts_with_url(self, fragment: str, limit: int) -> list[str]:
-        """Contacts with a hit whose URL contains `fragment` (case-insensitive)."""
+    async def contacts_with_url(self, fragment: str, limit: int, scan: int = URL_SEARCH_HITS) -> list[str]:
+        """Contacts with a hit whose URL contains `fragment` (case-insensitive), among the newest
+        `scan` hits: the work is bounded (an index range of `occurred_at`, then at most `scan`
+        documents matched), never a scan of the whole collection, and at most `limit` ids come
+        back (no 16 MB `distinct` result)."""
         pattern = {"$regex": re.escape(fragment), "$options": "i"}
-        return [str(c) for c in (await self.hits.distinct("contact_id", {"url": pattern}))[:limit]]
+        pipeline: list[Document] = [
+            {"$sort": {"occurred_at": -1}},
+            {"$limit": scan},
+            {"$match": {"url": pattern}},
+            {"$group": {"_id": "$contact_id"}},
+            {"$limit": limit},
+        ]
+        return [str(doc["_id"]) async for doc in await self.hits.aggregate(pipeline)]
 
     async def contacts_with_utm(self, values: dict[str, str], limit: int) -> list[str]:
         return [str(c) for c in (await self.utm_records.distinct("contact_id", values))[:limit]]

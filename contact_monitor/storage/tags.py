@@ -43,6 +43,12 @@ class TagRepository:
                 raise
         return await self.names(wanted)
 
+    async def page(self, after_key: str | None, limit: int) -> list[tuple[str, str]]:
+        """(key, display name) of up to `limit` tags in key order, after `after_key`."""
+        query: Document = {} if after_key is None else {"_id": {"$gt": after_key}}
+        cursor = self.tags.find(query).sort("_id", 1).limit(limit)
+        return [(doc["_id"], doc["name"]) async for doc in cursor]
+
     async def names(self, keys: Iterable[str]) -> dict[str, str]:
         """{key: display name} for the tags that exist."""
         keys = list(keys)

@@ -36,7 +36,8 @@ def test_fragments_and_list_fields_count_too():
 
 
 def test_at_the_limit_and_past_it():
-    assert cost("query { tags { name } }") == 1_000  # the tag list counts as its estimate
+    assert cost("query { tags { name } }") == 100  # the tag list counts as its default page
+    assert cost("query { tags(first: 1000) { name } }") == 1_000
     five = (
         "{ "
         + " ".join(

@@ -179,6 +179,20 @@ async def test_tags_fields_and_fingerprints(api):
     assert sorted(c["id"] for c in found["contactsByFingerprint"]) == sorted([a["id"], b["id"]])
 
 
+async def test_tags_come_a_page_at_a_time(api):
+    h = api.harness
+    async with h.browser() as one:
+        await h.event(one, page_url="p", tags=",".join(f"Tag{i:03}" for i in range(25)))
+    first = (await api("{ tags(first: 10) { name contactCount } }"))["tags"]
+    assert [t["name"] for t in first] == [f"Tag{i:03}" for i in range(10)]
+    assert all(t["contactCount"] == 1 for t in first)
+    # `after` matches names case-insensitively
+    rest = (await api('{ tags(first: 100, after: "tag009") { name } }'))["tags"]
+    assert [t["name"] for t in rest] == [f"Tag{i:03}" for i in range(10, 25)]
+    error = await api.error("{ tags(first: 1001) { name } }")
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+
+
 async def test_error_shapes(api):
     too_many = await api.error("{ contacts(first: 1000) { totalCount } }")
     assert too_many["extensions"]["code"] == "BAD_USER_INPUT" and "between 1 and 100" in too_many["message"]
@@ -217,3 +231,15 @@ async def test_email_filter_when_email_is_not_unique(api):
     body = await h.event(page_url="p", email="Ann@Example.com")
     data = await api('{ contacts(filter: {email: "ann@example.com"}) { edges { node { id } } } }')
     assert [e["node"]["id"] for e in data["contacts"]["edges"]] == [body["id"]]
+
+
+async def test_url_contains_looks_at_a_bounded_number_of_the_newest_hits(harness):
+    visitors = []
+    for i in range(3):
+        async with harness.browser() as browser:
+            visitors.append((await harness.event(browser, page_url=f"https://s.test/pricing/{i}"))["id"])
+    hits = harness.services.storage.hits
+    assert sorted(await hits.contacts_with_url("PRICING", 10)) == sorted(visitors)
+    assert await hits.contacts_with_url("pricing", 10, scan=1) == [visitors[-1]]  # the newest hit only
+    assert len(await hits.contacts_with_url("pricing", 2)) == 2  # at most `limit` ids
+    assert await hits.contacts_with_url("pricing.*", 10) == []  # the text is literal, not a regex
