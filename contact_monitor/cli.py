@@ -49,6 +49,8 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from contact_monitor.serving import LongTargetHttpToolsProtocol
+
     settings = _settings()
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     with embedded_services(settings.data_dir, settings.mongodb_uri, settings.redis_url) as overrides:
@@ -65,6 +67,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             # X-Forwarded-For is interpreted by the app itself, only from CM_TRUSTED_PROXIES.
             proxy_headers=False,
             server_header=False,
+            http=LongTargetHttpToolsProtocol,
         )
     return 0
 

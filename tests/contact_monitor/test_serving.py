@@ -1,0 +1,61 @@
+"""`contact-monitor serve` over real HTTP: request targets past httptools' 64 KiB limit."""
+
+import http.client
+import uuid
+
+import pytest
+from pymongo import MongoClient
+
+from contact_monitor.embedded import free_port
+from contact_monitor.serving import MAX_TARGET_BYTES, cut_target
+from tests.conftest import CHROME
+from tests.servers import server_env, start_server, stop_server
+
+GIF_BYTES = 43
+
+
+def test_a_long_target_is_cut_at_its_last_complete_parameter():
+    assert cut_target(b"/p?a=1&b=2", limit=8) == b"/p?a=1"
+    assert cut_target(b"/p?a=1&b=2") == b"/p?a=1&b=2"
+    assert cut_target(b"/p?" + b"x" * 100, limit=10) == b"/p"
+    assert cut_target(b"/" + b"x" * 100, limit=10) == b"/" + b"x" * 9
+
+
+@pytest.fixture(scope="module")
+def server(mongodb_uri, redis_url, tmp_path_factory):
+    database = f"cmtest_serve_{uuid.uuid4().hex[:8]}"
+    env = server_env(
+        CM_MONGODB_URI=mongodb_uri,
+        CM_MONGODB_DB=database,
+        CM_REDIS_URL=redis_url,
+        CM_REDIS_PREFIX=f"cmtest:{database}:",
+        CM_DATA_DIR=str(tmp_path_factory.mktemp("serve")),
+    )
+    port = free_port()
+    process = start_server(env, port)
+    try:
+        yield port, database
+    finally:
+        stop_server(process)
+        with MongoClient(mongodb_uri) as client:
+            client.drop_database(database)
+
+
+@pytest.mark.parametrize("size", [MAX_TARGET_BYTES + 1, 70_000, 200_000])
+def test_the_pixel_answers_its_gif_and_records_what_fits_past_64_kib(server, mongodb_uri, size):
+    port, database = server
+    target = "/mtracking.gif?page_url=long-target&pad=" + "y" * 100 + "&junk=" + "z" * size
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.putrequest("GET", target)
+        connection.putheader("User-Agent", CHROME)
+        connection.endheaders()
+        response = connection.getresponse()
+        body = response.read()
+    finally:
+        connection.close()
+    assert response.status == 200 and response.getheader("content-type") == "image/gif"
+    assert len(body) == GIF_BYTES
+    with MongoClient(mongodb_uri) as client:
+        hit = client[database].hits.find_one({"url": "long-target"}, sort=[("occurred_at", -1)])
+    assert hit is not None and "junk" not in hit["query"] and hit["query"]["pad"] == "y" * 100
