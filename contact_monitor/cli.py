@@ -68,6 +68,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             proxy_headers=False,
             server_header=False,
             http=LongTargetHttpToolsProtocol,
+            access_log=args.access_log,
         )
     return 0
 
@@ -213,6 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     serve.add_argument("--workers", type=int, default=1, help="worker processes sharing the port (default 1)")
+    serve.add_argument(
+        "--access-log",
+        action="store_true",
+        help="log a line per request (off by default: the tracking endpoints are hit on every page view)",
+    )
     serve.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Awaitable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -123,24 +123,22 @@ class IngestPipeline:
         return outcome
 
     async def store_hit(self, visit: Visit, contact_id: str, device: Document) -> tuple[str, Activity]:
-        """The hit, the device's visit, time on page of its previous hit, and the UTM record."""
+        """The hit (written once: its time on page is derived when read), the UTM record, and the
+        device's visit when something about the device changed."""
         hit = visit.hit
         now = hit.occurred_at
         hit_id = ObjectId()
         hit_doc = self.hit_document(hit_id, visit, contact_id, device["_id"])
-        writes: list[Awaitable[object]] = [
+        _, seen = await asyncio.gather(
             self.storage.hits.insert(hit_doc),
             self.storage.devices.seen(
-                device["_id"],
+                device,
                 now=now,
                 user_agent=visit.user_agent.as_document(),
                 fingerprint=hit.fingerprint.as_document(),
-                hit_id=hit_id,
             ),
-        ]
-        if device.get("last_hit_id") and device.get("last_hit_at"):
-            writes.append(self.storage.hits.set_left(device["last_hit_id"], device["last_hit_at"], now))
-        await asyncio.gather(*writes)
+        )
+        self.identity.devices.put(seen)
         if hit.utm:
             await self.storage.hits.insert_utm(
                 {
@@ -209,8 +207,6 @@ class IngestPipeline:
         return {
             "_id": hit_id,
             "occurred_at": hit.occurred_at,
-            "date_left": None,
-            "time_on_page": None,
             "contact_id": contact_id,
             "device_id": device_id,
             "url": hit.url,

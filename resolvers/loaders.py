@@ -6,8 +6,9 @@ arguments): the contacts of one page asking with the same arguments share one ag
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Awaitable, Callable, Hashable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from strawberry.dataloader import DataLoader
 
@@ -82,7 +83,19 @@ class Loaders:
             first, before, kinds = arguments
             return await timeline_pages(storage, ids, first=first, before=before, kinds=kinds)
 
+        async def left(keys: list[tuple[Any, str, dt.datetime]]) -> list[dt.datetime | None]:
+            hits = [{"_id": key, "device_id": device, "occurred_at": at} for key, device, at in keys]
+            found = await storage.hits.next_times(hits)
+            return [found.get(key) for key, _, _ in keys]
+
+        async def device_last_hits(device_ids: list[str]) -> list[dt.datetime | None]:
+            found = await storage.hits.last_times(device_ids)
+            return [found.get(device_id) for device_id in device_ids]
+
         self.devices = DataLoader(load_fn=devices)
+        # A hit's time on page: when its device's next hit came (hits are written once).
+        self.left_at = DataLoader(load_fn=left)
+        self.device_last_hit = DataLoader(load_fn=device_last_hits)
         self.last_hit = DataLoader(load_fn=last_hits)
         self.contact = DataLoader(load_fn=contacts)
         self.device = DataLoader(load_fn=devices_by_id)

@@ -103,6 +103,7 @@ def _time(raw: str) -> dt.datetime:
 
 def _hit_document(hit: dict[str, Any]) -> dict[str, Any]:
     doc = {("_id" if key == "id" else key): value for key, value in hit.items()}
+    doc["live"] = True  # just published: no later hit of its device exists yet
     for key in ("occurred_at", "date_left"):
         if isinstance(doc.get(key), str):
             doc[key] = _time(doc[key])

@@ -113,9 +113,11 @@ class Device:
     def created_at(self) -> dt.datetime:
         return self.doc["created_at"]  # type: ignore[no-any-return]
 
-    @strawberry.field
-    def last_seen(self) -> dt.datetime:
-        return self.doc["last_seen"]  # type: ignore[no-any-return]
+    @strawberry.field(description="When the device was last seen: its newest hit (or visit).")
+    async def last_seen(self, info: Info) -> dt.datetime:
+        stored: dt.datetime = self.doc["last_seen"]
+        newest = await info.context.loaders.device_last_hit.load(str(self.doc["_id"]))
+        return max(stored, newest) if newest is not None else stored
 
 
 @strawberry.type
@@ -136,12 +138,27 @@ class PageHit(Entry):
         return strawberry.ID(str(self.doc["_id"]))
 
     @strawberry.field(description="When the next hit of the same device arrived (within 30 minutes).")
-    def left_at(self) -> dt.datetime | None:
-        return self.doc.get("date_left")
+    async def left_at(self, info: Info) -> dt.datetime | None:
+        return await self._left_at(info)
 
     @strawberry.field(description="Seconds until the next hit of the same device, when known.")
-    def time_on_page(self) -> float | None:
-        return self.doc.get("time_on_page")
+    async def time_on_page(self, info: Info) -> float | None:
+        left = await self._left_at(info)
+        return None if left is None else round((left - self.doc["occurred_at"]).total_seconds(), 3)
+
+    async def _left_at(self, info: Info) -> dt.datetime | None:
+        """Hits are written once; the next hit of the device is looked up when read (batched for a
+        page). A hit on the live feed is the newest: nothing follows it yet. Hits stored before
+        time on page was derived may carry it."""
+        if self.doc.get("date_left") is not None or self.doc.get("live"):
+            return self.doc.get("date_left")
+        device = self.doc.get("device_id")
+        if not device:
+            return None
+        left: dt.datetime | None = await info.context.loaders.left_at.load(
+            (self.doc["_id"], str(device), self.doc["occurred_at"])
+        )
+        return left
 
     @strawberry.field(description="The page URL, or the screen name an app sent.")
     def url(self) -> str:

@@ -16,6 +16,7 @@ The rules are in docs/identity.md; in short, first match wins:
 from __future__ import annotations
 
 import datetime as dt
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -26,6 +27,7 @@ from contact_monitor.storage.documents import Document
 
 # Longest `mtc_id` cookie value looked up (ids are 24 characters).
 MAX_CONTACT_COOKIE = 64
+DEVICE_CACHE_SIZE = 100_000
 
 
 @dataclass
@@ -48,10 +50,47 @@ def conflicts(held: Iterable[str], wanted: Iterable[str]) -> bool:
     return any(alias in theirs and theirs[alias] != value for alias, value in mine.items())
 
 
+class DeviceCache:
+    """Devices by tracking id, as this process last read or wrote them (LRU of `size`).
+
+    Safe without cross-process invalidation: a device's `contact_id` only changes when a merge
+    moves it, and a stale id still resolves to the survivor through the merge records; the
+    resolver then drops the entry. An erased device still cached leads where a missing one
+    does: its contact no longer resolves, so the visitor is new."""
+
+    def __init__(self, size: int = DEVICE_CACHE_SIZE) -> None:
+        self.size = size
+        self.entries: OrderedDict[str, Document] = OrderedDict()
+
+    def get(self, tracking_id: str) -> Document | None:
+        device = self.entries.get(tracking_id)
+        if device is not None:
+            self.entries.move_to_end(tracking_id)
+        return device
+
+    def put(self, device: Document) -> None:
+        self.entries[device["_id"]] = device
+        self.entries.move_to_end(device["_id"])
+        while len(self.entries) > self.size:
+            self.entries.popitem(last=False)
+
+    def drop(self, tracking_id: str) -> None:
+        self.entries.pop(tracking_id, None)
+
+
 class IdentityResolver:
     def __init__(self, storage: Storage, *, track_by_ip: bool) -> None:
         self.storage = storage
         self.track_by_ip = track_by_ip
+        self.devices = DeviceCache()
+
+    async def device(self, tracking_id: str) -> Document | None:
+        device = self.devices.get(tracking_id)
+        if device is None:
+            device = await self.storage.devices.get(tracking_id)
+            if device is not None:
+                self.devices.put(device)
+        return device
 
     async def current(
         self, tracking_id: str | None, contact_cookie: str | None
@@ -59,11 +98,14 @@ class IdentityResolver:
         """The visitor the cookies point at, and their device."""
         contacts = self.storage.contacts
         if tracking_id:
-            device = await self.storage.devices.get(tracking_id)
+            device = await self.device(tracking_id)
             if device is not None:
                 contact = await contacts.resolve(device["contact_id"])
                 if contact is not None:
-                    return contact, device if contact["_id"] == device["contact_id"] else None
+                    if contact["_id"] == device["contact_id"]:
+                        return contact, device
+                    self.devices.drop(tracking_id)  # moved by a merge: read it again next time
+                    return contact, None
         if contact_cookie and len(contact_cookie) <= MAX_CONTACT_COOKIE:
             contact = await contacts.resolve(contact_cookie)
             if contact is not None:
@@ -100,6 +142,7 @@ class IdentityResolver:
                 else:
                     contact, merged = await merge(self.storage, winner=known, loser=current, now=now)
                     activities.append(merged)
+                    self.devices.entries.clear()  # the loser's devices moved
                     if device is not None:
                         device = {**device, "contact_id": contact["_id"]}
             elif current is not None and conflicts(current.get("ids", []), unique_keys):
@@ -122,8 +165,11 @@ class IdentityResolver:
         if not new_contact:
             similar = await self.storage.devices.find_similar(contact_id, user_agent)
             if similar is not None:
+                self.devices.put(similar)
                 return similar
-        return await self.storage.devices.create(contact_id, now, user_agent, fingerprint)
+        device = await self.storage.devices.create(contact_id, now, user_agent, fingerprint)
+        self.devices.put(device)
+        return device
 
 
 def merged_values(winner: Document, loser: Document, now: dt.datetime) -> dict[str, object]:

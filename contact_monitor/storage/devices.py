@@ -2,11 +2,11 @@
 
 A device document:
     _id            the 23-char tracking id (`mautic_device_id` cookie, `device_id` of hits)
-    contact_id, created_at, last_seen
+    contact_id, created_at, last_seen (rewritten at most once a minute, or when the user agent
+                   or fingerprint change: the API reads the exact time from the newest hit)
     user_agent     parsed: raw, client_type, browser, browser_version, os, os_version,
                    device_type, brand, model
     fingerprint    latest evidence: hash, resolution, timezone_offset, platform, adblock, do_not_track
-    last_hit_id, last_hit_at   the device's newest hit, for time on page
 The whole data contract: docs/data-contract.md.
 """
 
@@ -21,6 +21,9 @@ from pymongo.errors import DuplicateKeyError
 
 from contact_monitor.storage.documents import Document
 from contact_monitor.storage.ids import new_tracking_id
+
+# `last_seen` is rewritten at most this often when nothing else about the device changes.
+SEEN_RESOLUTION = dt.timedelta(seconds=60)
 
 
 class DeviceRepository:
@@ -49,8 +52,6 @@ class DeviceRepository:
                 "last_seen": now,
                 "user_agent": dict(user_agent),
                 "fingerprint": dict(fingerprint),
-                "last_hit_id": None,
-                "last_hit_at": None,
             }
             try:
                 await self.devices.insert_one(device)
@@ -73,21 +74,28 @@ class DeviceRepository:
 
     async def seen(
         self,
-        tracking_id: str,
+        device: Document,
         *,
         now: dt.datetime,
         user_agent: Mapping[str, str],
         fingerprint: Mapping[str, object],
-        hit_id: object | None,
-    ) -> None:
-        """Record a visit (the caller read the previous hit from the device it already holds)."""
-        update: Document = {"last_seen": now, "user_agent": dict(user_agent)}
-        if any(value is not None for value in fingerprint.values()):
+    ) -> Document:
+        """Record a visit on the device the caller holds, only when something would change: a
+        new user agent or fingerprint, or a `last_seen` older than SEEN_RESOLUTION (one write less
+        for most page views). Returns the device as it is after."""
+        update: Document = {}
+        if dict(user_agent) != device.get("user_agent"):
+            update["user_agent"] = dict(user_agent)
+        if any(value is not None for value in fingerprint.values()) and dict(fingerprint) != device.get(
+            "fingerprint"
+        ):
             update["fingerprint"] = dict(fingerprint)
-        if hit_id is not None:
-            update["last_hit_id"] = hit_id
-            update["last_hit_at"] = now
-        await self.devices.update_one({"_id": tracking_id}, {"$set": update})
+        last_seen = device.get("last_seen")
+        if update or last_seen is None or now - last_seen >= SEEN_RESOLUTION:
+            update["last_seen"] = max(now, last_seen) if last_seen else now
+            await self.devices.update_one({"_id": device["_id"]}, {"$set": update})
+            return {**device, **update}
+        return device
 
     async def many(self, tracking_ids: list[str]) -> dict[str, Document]:
         return {doc["_id"]: doc async for doc in self.devices.find({"_id": {"$in": tracking_ids}})}

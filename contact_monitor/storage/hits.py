@@ -1,7 +1,8 @@
 """The `hits` collection (page hits and screen views) and `utm_records`.
 
 A hit document (the data contract operators query for BI and backups):
-    _id, occurred_at, date_left (set by the device's next hit within 30 minutes), time_on_page (s)
+    _id, occurred_at (hits are written once: time on page is derived when read, `next_times`;
+    hits stored before that may still carry date_left / time_on_page)
     contact_id, device_id (tracking id)
     url, title, referrer, language, browser_languages
     user_agent {raw, client_type, browser, browser_version, os, os_version, device_type, brand, model}
@@ -14,6 +15,7 @@ The whole data contract: docs/data-contract.md.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import re
 from typing import Any
@@ -49,16 +51,40 @@ class HitRepository:
         result = await self.hits.insert_one(hit)
         return result.inserted_id
 
-    async def set_left(self, hit_id: Any, hit_at: dt.datetime, left_at: dt.datetime) -> bool:
-        """Close the previous hit of a device if it is recent enough and still open."""
-        if left_at - hit_at > TIME_ON_PAGE_WINDOW or left_at < hit_at:
-            return False
-        seconds = round((left_at - hit_at).total_seconds(), 3)
-        result = await self.hits.update_one(
-            {"_id": hit_id, "date_left": None},
-            {"$set": {"date_left": left_at, "time_on_page": seconds}},
-        )
-        return result.modified_count == 1
+    async def next_times(self, hits: list[Document]) -> dict[Any, dt.datetime]:
+        """When each hit's device sent its next hit, within TIME_ON_PAGE_WINDOW: {hit _id: time}.
+        One query for a whole page of hits (the `device_id, occurred_at` index), ordered by
+        (occurred_at, _id) so that two hits of the same millisecond still follow each other."""
+        windows = [
+            {
+                "device_id": hit["device_id"],
+                "occurred_at": {"$gte": hit["occurred_at"], "$lte": hit["occurred_at"] + TIME_ON_PAGE_WINDOW},
+            }
+            for hit in hits
+            if hit.get("device_id") and hit.get("occurred_at")
+        ]
+        if not windows:
+            return {}
+        by_device: dict[str, list[tuple[dt.datetime, Any]]] = {}
+        async for doc in self.hits.find({"$or": windows}, {"device_id": 1, "occurred_at": 1}):
+            by_device.setdefault(doc["device_id"], []).append((doc["occurred_at"], doc["_id"]))
+        for times in by_device.values():
+            times.sort()
+        found: dict[Any, dt.datetime] = {}
+        for hit in hits:
+            times = by_device.get(hit.get("device_id") or "", [])
+            position = bisect.bisect_right(times, (hit["occurred_at"], hit["_id"]))
+            if position < len(times) and times[position][0] - hit["occurred_at"] <= TIME_ON_PAGE_WINDOW:
+                found[hit["_id"]] = times[position][0]
+        return found
+
+    async def last_times(self, device_ids: list[str]) -> dict[str, dt.datetime]:
+        """The newest hit time of each device (`Device.lastSeen` is exact without a write per hit)."""
+        pipeline: list[Document] = [
+            {"$match": {"device_id": {"$in": device_ids}}},
+            {"$group": {"_id": "$device_id", "at": {"$max": "$occurred_at"}}},
+        ]
+        return {doc["_id"]: doc["at"] async for doc in await self.hits.aggregate(pipeline)}
 
     async def insert_utm(self, record: Document) -> None:
         await self.utm_records.insert_one(record)

@@ -3,6 +3,8 @@
 import base64
 import datetime as dt
 
+from pymongo import monitoring
+
 from tests.conftest import IPHONE
 
 GIF = base64.b64decode("R0lGODlhAQABAJAAAP8AAAAAACH5BAUQAAAALAAAAAABAAEAAAICBAEAOw==")
@@ -70,7 +72,8 @@ async def test_a_hit_stores_the_data_contract(harness):
     }
     assert device["fingerprint"]["hash"] == "abc123"
     assert hit["query"]["custom"] == "kept" and hit["query"]["x"] == "1"
-    assert hit["counter"] == 0 and hit["date_left"] is None and hit["utm"] is None
+    assert hit["counter"] == 0 and hit["utm"] is None
+    assert "date_left" not in hit and "time_on_page" not in hit  # written once, derived when read
     assert contact["fields"]["timezone"] == "Etc/GMT-2"  # as Mautic: from the offset when unset
 
 
@@ -93,14 +96,47 @@ async def test_mobile_screen_views_with_a_reused_cookie_jar_are_one_contact(harn
     assert hits[0]["user_agent"]["device_type"] == "smartphone"
 
 
-async def test_time_on_page_is_set_by_the_next_hit_of_the_device(harness):
+async def test_time_on_page_is_the_next_hit_of_the_device(harness):
     await harness.pixel(page_url="first")
     await harness.pixel(page_url="second")
     first = await harness.db.hits.find_one({"url": "first"})
     second = await harness.db.hits.find_one({"url": "second"})
-    assert first["date_left"] == second["occurred_at"]
-    assert first["time_on_page"] == round((second["occurred_at"] - first["occurred_at"]).total_seconds(), 3)
-    assert second["date_left"] is None
+    left = await harness.services.storage.hits.next_times([first, second])
+    assert left == {first["_id"]: second["occurred_at"]}  # the second has no next hit yet
+
+
+class Writes(monitoring.CommandListener):
+    """Write commands seen while `active` (pymongo listeners cannot be unregistered)."""
+
+    def __init__(self) -> None:
+        self.active = True
+        self.names: list[tuple[str, str]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if self.active and event.command_name in ("insert", "update", "findAndModify", "delete"):
+            self.names.append((event.command_name, event.command.get(event.command_name)))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def test_hits_are_written_once(make_harness):
+    """A returning visitor viewing pages within a minute: one insert per hit, no update of a hit,
+    a device or a contact (the server's MongoDB client is watched)."""
+    writes = Writes()
+    monitoring.register(writes)  # applies to the clients created from now on: the app's
+    try:
+        async with make_harness() as h:
+            await h.pixel(page_url="first")
+            writes.names.clear()
+            for i in range(3):
+                await h.pixel(page_url=f"next-{i}")
+            assert writes.names == [("insert", "hits")] * 3
+    finally:
+        writes.active = False
 
 
 async def test_time_on_page_without_the_referer_cookie(harness):
@@ -109,17 +145,29 @@ async def test_time_on_page_without_the_referer_cookie(harness):
     async with harness.browser() as cookieless:
         await harness.event(cookieless, page_url="second", mautic_device_id=body["device_id"])
     first = await harness.db.hits.find_one({"url": "first"})
-    assert first["date_left"] is not None
+    assert first["_id"] in await harness.services.storage.hits.next_times([first])
 
 
 async def test_time_on_page_window_is_30_minutes(harness):
     hits = harness.services.storage.hits
-    now = dt.datetime.now(dt.UTC)
-    old = await hits.insert({"occurred_at": now - dt.timedelta(minutes=31), "date_left": None})
-    recent = await hits.insert({"occurred_at": now - dt.timedelta(minutes=29), "date_left": None})
-    assert not await hits.set_left(old, now - dt.timedelta(minutes=31), now)
-    assert await hits.set_left(recent, now - dt.timedelta(minutes=29), now)
-    assert not await hits.set_left(recent, now - dt.timedelta(minutes=29), now)  # closed once
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    docs = [
+        {"device_id": "d", "occurred_at": now - dt.timedelta(minutes=31)},  # 30:00 before the next
+        {"device_id": "d", "occurred_at": now - dt.timedelta(minutes=1)},  # 1:00 before the next
+        {"device_id": "d", "occurred_at": now},
+        {"device_id": "d", "occurred_at": now},  # the same millisecond: still the next one
+        {"device_id": "other", "occurred_at": now - dt.timedelta(minutes=59)},
+    ]
+    for doc in docs:
+        doc["_id"] = await hits.insert(doc)
+    left = await hits.next_times(docs)
+    assert left == {
+        docs[0]["_id"]: docs[1]["occurred_at"],
+        docs[1]["_id"]: now,
+        docs[2]["_id"]: now,
+    }
+    late = {"_id": "x", "device_id": "other", "occurred_at": now - dt.timedelta(minutes=90)}
+    assert await hits.next_times([late]) == {}  # 31 minutes before the other device's hit
 
 
 async def test_referer_header_is_the_page_url_when_none_is_sent(harness):

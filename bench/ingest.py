@@ -1,0 +1,230 @@
+"""The tracked pixel against the framework's ceiling, under the same load mix.
+
+    python -m bench.ingest [--duration 10] [--connections 50] [--workers 1] [--devices 200]
+
+Starts `contact-monitor serve` on the embedded default (SecantusDB daemon + Redis under a
+temporary data directory) and a trivial Starlette route answering the same GIF
+(`bench/baseline_app.py`), both under uvicorn with the same settings. Then wrk drives both with
+one Lua mix: 80% returning visitors (a `mautic_device_id` cookie from a pool of devices created
+first), 20% new visitors, every request with a page URL carrying UTM codes and a title.
+
+Prints one JSON line: req/s, p50 and p99 of each, their ratio, the 200 responses against the hits
+found in MongoDB and the page_hit events on the stream (lost = answered but not stored), and the
+CPU microseconds per hit of the server process(es) and of SecantusDB (from /proc). Run by hand,
+never in CI; absolute numbers drift between runs and machines, the ratios less.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from pymongo import MongoClient
+from redis import Redis
+
+ROOT = Path(__file__).resolve().parent.parent
+UA = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
+TICKS = os.sysconf("SC_CLK_TCK")
+
+LUA = """
+local devices = {%(devices)s}
+local counter = 0
+request = function()
+  counter = counter + 1
+  local path = "/mtracking.gif?page_url=https%%3A%%2F%%2Fshop.example.com%%2Fp%%2F" .. counter
+    .. "%%3Futm_source%%3Dnews%%26utm_medium%%3Demail%%26utm_campaign%%3Dwinter"
+    .. "&page_title=Product%%20" .. counter
+  local headers = {["User-Agent"] = "%(ua)s"}
+  if math.random() < 0.8 then
+    headers["Cookie"] = "mautic_device_id=" .. devices[math.random(#devices)]
+  end
+  return wrk.format("GET", path, headers)
+end
+done = function(summary, latency, requests)
+  io.write(string.format('RESULT {"requests": %%d, "duration_us": %%d, "non2xx": %%d, "errors": %%d, ' ..
+    '"p50_us": %%d, "p99_us": %%d}\\n', summary.requests, summary.duration, summary.errors.status,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def wait_for(url: str, process: subprocess.Popen[bytes], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"server exited with {process.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"{url} did not answer")
+
+
+def free_port() -> int:
+    sys.path.insert(0, str(ROOT))
+    from contact_monitor.embedded import free_port as pick
+
+    return pick()
+
+
+def descendants(pid: int) -> list[int]:
+    """pid and every process below it (uvicorn workers, the embedded servers)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo += children.get(current, [])
+    return found
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime + stime
+    return total / TICKS
+
+
+def command_of(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def run_wrk(url: str, script: Path, duration: int, connections: int) -> dict[str, float]:
+    command = ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "-s", str(script), url]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    line = next(line for line in output.splitlines() if line.startswith("RESULT "))
+    result = json.loads(line.removeprefix("RESULT "))
+    return {
+        "rps": round(result["requests"] / (result["duration_us"] / 1e6), 1),
+        "p50_ms": round(result["p50_us"] / 1000, 2),
+        "p99_ms": round(result["p99_us"] / 1000, 2),
+        "requests": result["requests"],
+        "non2xx": result["non2xx"],
+        "socket_errors": result["errors"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--devices", type=int, default=200)
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is not installed (apt-get install wrk)")
+
+    data_dir = Path(tempfile.mkdtemp(prefix="cm-bench-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CM_")}
+    env.update({"CM_DATA_DIR": str(data_dir), "CM_COOKIE_SECURE": "false"})
+    app_port, base_port = free_port(), free_port()
+    uvicorn_settings = ["--workers", str(args.workers), "--log-level", "warning"]
+    app = subprocess.Popen(
+        [sys.executable, "-m", "contact_monitor.cli", "serve", "--port", str(app_port), *uvicorn_settings],
+        env=env,
+        cwd=ROOT,
+        stderr=subprocess.DEVNULL,
+    )
+    baseline = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bench.baseline_app:app",
+            "--port",
+            str(base_port),
+            *uvicorn_settings,
+        ],
+        cwd=ROOT,
+    )
+    script = data_dir / "mix.lua"
+    try:
+        app_url, base_url = f"http://127.0.0.1:{app_port}", f"http://127.0.0.1:{base_port}"
+        wait_for(app_url + "/health", app)
+        wait_for(base_url + "/mtracking.gif", baseline)
+        state = json.loads((data_dir / "embedded.json").read_text())
+        mongo_uri, redis_uri = state["mongodb"]["uri"], state["redis"]["uri"]
+
+        devices = []
+        with httpx.Client(base_url=app_url, headers={"User-Agent": UA}) as client:
+            for i in range(args.devices):
+                client.cookies.clear()
+                response = client.get("/mtracking.gif", params={"page_url": f"https://shop.example.com/{i}"})
+                devices.append(response.cookies["mautic_device_id"])
+        script.write_text(LUA % {"devices": ", ".join(f'"{d}"' for d in devices), "ua": UA})
+
+        with MongoClient(mongo_uri) as mongo:
+            hits_before = mongo.get_default_database("contact_monitor").hits.count_documents({})
+        redis = Redis.from_url(redis_uri)
+        events_before = sum(1 for _, f in redis.xrange("cm:activity") if b'"type":"page_hit"' in f[b"event"])
+
+        trivial = run_wrk(base_url + "/", script, args.duration, args.connections)
+        processes = descendants(app.pid)
+        database = [p for p in processes if "secantus" in command_of(p)]
+        server = [p for p in processes if p not in database and "redis" not in command_of(p)]
+        cpu_server, cpu_db = cpu_seconds(server), cpu_seconds(database)
+        tracked = run_wrk(app_url + "/", script, args.duration, args.connections)
+        cpu_server, cpu_db = cpu_seconds(server) - cpu_server, cpu_seconds(database) - cpu_db
+        time.sleep(2)  # anything written behind the answer lands
+
+        with MongoClient(mongo_uri) as mongo:
+            stored = mongo.get_default_database("contact_monitor").hits.count_documents({}) - hits_before
+        events = sum(1 for _, f in redis.xrange("cm:activity") if b'"type":"page_hit"' in f[b"event"])
+        answered = tracked["requests"] - tracked["non2xx"]
+        print(
+            json.dumps(
+                {
+                    "benchmark": "ingest",
+                    "workers": args.workers,
+                    "connections": args.connections,
+                    "trivial": trivial,
+                    "tracked": tracked,
+                    "ratio": round(tracked["rps"] / trivial["rps"], 4),
+                    "answered_200": answered,
+                    "hits_stored": stored,
+                    "page_hit_events": events - events_before,
+                    # Requests in flight when wrk stops are answered and stored but not counted by
+                    # wrk: up to `connections` more stored than answered is not a loss.
+                    "lost_hits": max(0, answered - stored),
+                    "lost_events": max(0, answered - (events - events_before)),
+                    "server_cpu_us_per_hit": round(cpu_server / max(answered, 1) * 1e6),
+                    "secantusdb_cpu_us_per_hit": round(cpu_db / max(answered, 1) * 1e6),
+                }
+            )
+        )
+    finally:
+        for process in (app, baseline):
+            process.terminate()
+            process.wait(30)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
