@@ -88,4 +88,5 @@ class Storage:
             await repository.create_indexes()
 
     async def close(self) -> None:
+        await self.hits.close()
         await self.client.close()

@@ -23,6 +23,7 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
+from contact_monitor.storage.batch import InsertBatcher
 from contact_monitor.storage.documents import (
     Cursor,
     Document,
@@ -40,6 +41,8 @@ class HitRepository:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self.hits = db["hits"]
         self.utm_records = db["utm_records"]
+        self.hit_inserts = InsertBatcher(self.hits)
+        self.utm_inserts = InsertBatcher(self.utm_records)
 
     async def create_indexes(self) -> None:
         await self.hits.create_index([("contact_id", ASCENDING), ("occurred_at", DESCENDING)])
@@ -48,8 +51,9 @@ class HitRepository:
         await self.utm_records.create_index([("contact_id", ASCENDING), ("occurred_at", DESCENDING)])
 
     async def insert(self, hit: Document) -> Any:
-        result = await self.hits.insert_one(hit)
-        return result.inserted_id
+        """Written with the hits of concurrent requests (group commit, `storage/batch.py`)."""
+        await self.hit_inserts.insert(hit)
+        return hit["_id"]
 
     async def next_times(self, hits: list[Document]) -> dict[Any, dt.datetime]:
         """When each hit's device sent its next hit, within TIME_ON_PAGE_WINDOW: {hit _id: time}.
@@ -87,7 +91,12 @@ class HitRepository:
         return {doc["_id"]: doc["at"] async for doc in await self.hits.aggregate(pipeline)}
 
     async def insert_utm(self, record: Document) -> None:
-        await self.utm_records.insert_one(record)
+        await self.utm_inserts.insert(record)
+
+    async def close(self) -> None:
+        """Write the inserts still pending (at shutdown)."""
+        await self.hit_inserts.close()
+        await self.utm_inserts.close()
 
     async def for_contact(self, contact_id: str, *, before: Cursor | None, limit: int) -> list[Document]:
         """The contact's hits, newest first, after the cursor (occurred_at, _id) when given."""

@@ -1,0 +1,98 @@
+"""Group commit: inserts of concurrent requests written together, one `insert_many` a batch.
+
+Each caller awaits its own document: the await returns once the batch holding it is acknowledged
+by MongoDB (a 200 still means stored), and raises that document's own error, if any (an unordered
+`insert_many` writes every other document of the batch). One batch is in flight at a time; what
+arrives meanwhile forms the next one, so batches grow with the load and a lone request waits at
+most `max_delay`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import BulkWriteError, DuplicateKeyError, WriteError
+
+from contact_monitor.storage.documents import Document
+
+MAX_BATCH = 256
+MAX_DELAY_SECONDS = 0.002
+DUPLICATE_KEY = 11000
+
+
+class InsertBatcher:
+    def __init__(
+        self,
+        collection: AsyncCollection[Document],
+        *,
+        max_size: int = MAX_BATCH,
+        max_delay: float = MAX_DELAY_SECONDS,
+    ) -> None:
+        self.collection = collection
+        self.max_size = max_size
+        self.max_delay = max_delay
+        self.pending: list[tuple[Document, asyncio.Future[None]]] = []
+        self.full = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+        self.batches = 0  # batches written (a metric, and what tests count)
+
+    async def insert(self, document: Document) -> None:
+        """Once it is stored; `insert_many` gives the document its `_id` when it has none."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.pending.append((document, future))
+        if len(self.pending) >= self.max_size:
+            self.full.set()
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._run(), name=f"insert-batcher-{self.collection.name}")
+        await future
+
+    async def _run(self) -> None:
+        while self.pending:
+            if len(self.pending) < self.max_size:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.full.wait(), self.max_delay)
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write what is pending now, in batches of `max_size`."""
+        while self.pending:
+            batch, self.pending = self.pending[: self.max_size], self.pending[self.max_size :]
+            self.full.clear()
+            if len(self.pending) >= self.max_size:
+                self.full.set()
+            await self._write(batch)
+
+    async def _write(self, batch: list[tuple[Document, asyncio.Future[None]]]) -> None:
+        failed: dict[int, Exception] = {}
+        try:
+            await self.collection.insert_many([document for document, _ in batch], ordered=False)
+        except BulkWriteError as exc:
+            for error in exc.details.get("writeErrors", []):
+                kind = DuplicateKeyError if error.get("code") == DUPLICATE_KEY else WriteError
+                failed[int(error["index"])] = kind(
+                    error.get("errmsg", "write error"), error.get("code"), error
+                )
+        except Exception as exc:  # the whole batch failed (an outage): every caller hears it
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        finally:
+            self.batches += 1
+        for index, (_, future) in enumerate(batch):
+            if future.done():  # the caller gave up (cancelled)
+                continue
+            if index in failed:
+                future.set_exception(failed[index])
+            else:
+                future.set_result(None)
+
+    async def close(self) -> None:
+        """Write what is pending (at shutdown) and stop."""
+        await self.flush()
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task

@@ -1,0 +1,85 @@
+"""Group commit (storage/batch.py) against the real database: batches by size, by time, at
+shutdown, and one bad document failing alone."""
+
+import asyncio
+
+import pytest
+from pymongo import AsyncMongoClient, monitoring
+from pymongo.errors import DuplicateKeyError
+
+from contact_monitor.storage.batch import InsertBatcher
+
+
+class Inserts(monitoring.CommandListener):
+    def __init__(self):
+        self.sizes = []
+
+    def started(self, event):
+        if event.command_name == "insert":
+            self.sizes.append(len(event.command.get("documents", [])))
+
+    def succeeded(self, event):
+        pass
+
+    def failed(self, event):
+        pass
+
+
+@pytest.fixture
+async def collection(settings):
+    inserts = Inserts()
+    client = AsyncMongoClient(settings.mongodb_uri, event_listeners=[inserts])
+    try:
+        yield client[settings.mongodb_db]["batched"], inserts
+    finally:
+        await client.drop_database(settings.mongodb_db)
+        await client.close()
+
+
+async def test_a_full_batch_is_written_at_once(collection):
+    target, inserts = collection
+    batcher = InsertBatcher(target, max_size=3, max_delay=3600)  # only the size can flush it
+    await asyncio.gather(*(batcher.insert({"n": i}) for i in range(3)))
+    assert inserts.sizes == [3]
+    assert await target.count_documents({}) == 3
+
+
+async def test_a_partial_batch_is_written_after_the_delay(collection):
+    target, inserts = collection
+    batcher = InsertBatcher(target, max_size=100, max_delay=0.01)
+    await asyncio.gather(*(batcher.insert({"n": i}) for i in range(5)))
+    assert inserts.sizes == [5]
+
+
+async def test_what_is_pending_is_written_at_shutdown(collection):
+    target, inserts = collection
+    batcher = InsertBatcher(target, max_size=100, max_delay=3600)
+    waiting = asyncio.create_task(batcher.insert({"n": 1}))
+    await asyncio.sleep(0)  # the request is queued
+    await batcher.close()
+    await waiting  # answered: it was stored
+    assert inserts.sizes == [1] and await target.count_documents({"n": 1}) == 1
+
+
+async def test_one_bad_document_fails_alone(collection):
+    target, _ = collection
+    await target.insert_one({"_id": "taken"})
+    batcher = InsertBatcher(target, max_size=3, max_delay=3600)
+    results = await asyncio.gather(
+        batcher.insert({"_id": "a"}),
+        batcher.insert({"_id": "taken"}),
+        batcher.insert({"_id": "b"}),
+        return_exceptions=True,
+    )
+    assert results[0] is None and results[2] is None
+    assert isinstance(results[1], DuplicateKeyError)
+    assert sorted([d["_id"] async for d in target.find()]) == ["a", "b", "taken"]
+
+
+async def test_larger_loads_make_larger_batches(collection):
+    target, inserts = collection
+    batcher = InsertBatcher(target, max_size=50, max_delay=0.005)
+    await asyncio.gather(*(batcher.insert({"n": i}) for i in range(120)))
+    assert sum(inserts.sizes) == 120 and max(inserts.sizes) == 50 and len(inserts.sizes) == 3
+    docs = [d["n"] async for d in target.find()]
+    assert sorted(docs) == list(range(120))
