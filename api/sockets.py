@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.types import Receive, Scope, Send
-from starlette.websockets import WebSocket, WebSocketState
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from contact_monitor.storage import Storage
 
@@ -98,7 +98,10 @@ class SocketRegistry:
                 continue
             for name in revoked:
                 for socket in list(self.by_key.get(name, ())):
-                    await close(socket.websocket, 4403, "API key revoked")
+                    try:
+                        await close(socket.websocket, 4403, "API key revoked")
+                    except Exception:  # one socket's failure must not spare the others
+                        log.warning("could not close a websocket of a revoked key", exc_info=True)
                     self.gone(socket)
 
     async def stop(self) -> None:
@@ -111,7 +114,8 @@ class SocketRegistry:
 async def close(websocket: WebSocket | None, code: int, reason: str) -> None:
     if websocket is None or websocket.application_state == WebSocketState.DISCONNECTED:
         return
-    with contextlib.suppress(RuntimeError):  # closed meanwhile by the client or the handler
+    # Closed meanwhile by the client or the handler: nothing left to close.
+    with contextlib.suppress(RuntimeError, WebSocketDisconnect, OSError):
         await websocket.close(code=code, reason=reason)
 
 

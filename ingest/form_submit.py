@@ -51,7 +51,8 @@ def safe_return(url: str, request: Request, allowed_origins: tuple[str, ...]) ->
     origin = _origin(url)
     if origin is None:
         return False
-    if origin_allowed(origin, allowed_origins):
+    # `*` lets any site read tracking answers (CORS); it does not make every site a redirect target.
+    if origin_allowed(origin, tuple(entry for entry in allowed_origins if entry != "*")):
         return True
     poster = request.headers.get("origin") or _origin(request.headers.get("referer", "")) or ""
     return poster.lower() == origin

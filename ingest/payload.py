@@ -32,8 +32,8 @@ MAX_LIST_ITEMS = 100
 # JSON bodies and JSON inside `d`: nesting is refused before parsing, so a deep document costs
 # one scan and never a deep Python structure (or a RecursionError).
 MAX_JSON_DEPTH = 8
-_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
-_JSON_BRACKETS = re.compile(rb"[\[\]{}]")
+# The bytes that matter for nesting: quotes, backslashes and brackets (one linear pass).
+_JSON_TOKENS = re.compile(rb'["\\\[\]{}]')
 # Parameters with a meaning of their own are accepted even past MAX_KEYS, so that junk parameters
 # cannot push out the page URL; any other name may be a contact field alias.
 RESERVED = TRACKING_PARAMETERS
@@ -155,16 +155,30 @@ def parse_query(raw: bytes | str, builder: ParamsBuilder, *, limit: int, overrid
 
 
 def json_depth(data: bytes, limit: int = MAX_JSON_DEPTH) -> int:
-    """How deep arrays and objects nest in `data` (strings skipped), counting no further than
-    `limit + 1`: a scan, not a parse."""
+    """How deep arrays and objects nest in `data` (brackets inside strings skipped), counting no
+    further than `limit + 1`: one pass over the quotes, backslashes and brackets, linear in the
+    size of any input (valid JSON or not)."""
     depth = deepest = 0
-    for bracket in _JSON_BRACKETS.findall(_JSON_STRING.sub(b"", data)):
-        if bracket in b"[{":
+    in_string = False
+    skip_to = -1  # the byte after a backslash is escaped
+    for token in _JSON_TOKENS.finditer(data):
+        position = token.start()
+        if position < skip_to:
+            continue
+        byte = data[position]
+        if in_string:
+            if byte == 0x5C:  # backslash
+                skip_to = position + 2
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in b"[{":
             depth += 1
             deepest = max(deepest, depth)
             if deepest > limit:
                 break
-        else:
+        elif byte in b"]}":
             depth -= 1
     return deepest
 

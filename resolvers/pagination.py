@@ -13,6 +13,9 @@ from contact_monitor.core.errors import BadUserInput
 
 DEFAULT_PAGE = 20
 MAX_PAGE = 100
+# The tags query pages through a registry, not a history: larger pages.
+TAG_PAGE = 100
+MAX_TAG_PAGE = 1000
 
 
 def page_size(first: int | None) -> int:

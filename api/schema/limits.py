@@ -6,7 +6,8 @@
   with their edges and nodes the query costs 30,300).
   Variables are read with their values, so `first: $n` costs what `$n` says.
 - `DocumentCache` keeps parsed and validated documents by query text, bounded by the bytes of
-  the texts it holds, so unique long queries cannot fill the memory.
+  the texts it holds and by entries; a document that fails validation is not kept (its errors
+  would be the larger part), so unique long or invalid queries cannot fill the memory.
 - `InternalErrorMask`: internal errors are masked and carry `INTERNAL_SERVER_ERROR`.
 """
 
@@ -33,11 +34,19 @@ from graphql import (
 from strawberry.extensions import MaskErrors, SchemaExtension
 
 from contact_monitor.core.errors import BadUserInput
-from resolvers.pagination import DEFAULT_PAGE
+from resolvers.pagination import DEFAULT_PAGE, MAX_PAGE, MAX_TAG_PAGE, TAG_PAGE
 
 MAX_ALIASES = 20
 MAX_TOKENS = 2_000
 MAX_COST = 50_000
+# Paginated fields: their page when `first` is not given, and the largest `first` they accept
+# (what a `first` the cost cannot read, such as a variable without a value, counts as).
+PAGES = {
+    "contacts": (DEFAULT_PAGE, MAX_PAGE),
+    "hits": (DEFAULT_PAGE, MAX_PAGE),
+    "timeline": (DEFAULT_PAGE, MAX_PAGE),
+    "tags": (TAG_PAGE, MAX_TAG_PAGE),
+}
 # Fields that return lists without a `first` argument, and how many items they return at most
 # (or, for the registry lists, a generous estimate).
 LIST_SIZES = {
@@ -45,30 +54,52 @@ LIST_SIZES = {
     "ipAddresses": 100,
     "devices": 20,
     "contactsByFingerprint": 100,
-    "tags": 100,
     "fields": 100,
     "forms": 100,
 }
-CACHE_BYTES = 4 * 1024 * 1024
+# A parsed document takes tens of times its text: 1 MiB of text is some tens of MiB at most.
+CACHE_BYTES = 1024 * 1024
+CACHE_ENTRIES = 1000
 MAX_CACHED_QUERY_BYTES = 64 * 1024
 
 
+def _as_count(value: Any) -> int | None:
+    """What GraphQL's Int would make of a variable's value (100.0 is 100), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
 def _page_size(field: FieldNode, variables: Mapping[str, Any]) -> int:
-    """How many items a field can return per parent."""
-    arguments = field.arguments or ()
-    for argument in arguments:
-        if argument.name.value != "first":
-            continue
-        value = argument.value
-        if isinstance(value, IntValueNode):
-            return max(int(value.value), 0)
-        if isinstance(value, VariableNode):
-            given = variables.get(value.name.value)
-            return given if isinstance(given, int) and given >= 0 else DEFAULT_PAGE
-        return DEFAULT_PAGE
-    if any(argument.name.value == "after" for argument in arguments):
-        return DEFAULT_PAGE
-    return LIST_SIZES.get(field.name.value, 1)
+    """How many items a field can return per parent; when unsure, the most it could."""
+    name = field.name.value
+    default, largest = PAGES.get(name, (LIST_SIZES.get(name, 1), MAX_PAGE))
+    first = next((a.value for a in field.arguments or () if a.name.value == "first"), None)
+    if first is None:
+        return default
+    if isinstance(first, IntValueNode):
+        return max(int(first.value), 0)
+    if isinstance(first, VariableNode):
+        given = variables.get(first.name.value)  # given, else its default, else null
+        if given is None:  # `first: null` is the default page
+            return default
+        count = _as_count(given)
+        if count is not None:
+            return max(count, 0)
+    return largest
+
+
+def _defaults(operation: OperationDefinitionNode) -> dict[str, Any]:
+    """The operation's variable defaults that are integers (the rest the cost reads as unknown)."""
+    found: dict[str, Any] = {}
+    for definition in operation.variable_definitions or ():
+        if isinstance(definition.default_value, IntValueNode):
+            found[definition.variable.name.value] = int(definition.default_value.value)
+    return found
 
 
 @dataclass
@@ -104,8 +135,11 @@ def query_cost(document: DocumentNode, operation_name: str | None, variables: Ma
     operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
     if operation_name is not None:
         operations = [o for o in operations if o.name is not None and o.name.value == operation_name]
-    walk = _Walk(fragments, variables)
-    return max((walk.cost(o.selection_set, 1, frozenset()) for o in operations[:1]), default=0)
+    if not operations:
+        return 0
+    operation = operations[0]
+    walk = _Walk(fragments, {**_defaults(operation), **variables})
+    return walk.cost(operation.selection_set, 1, frozenset())
 
 
 class QueryCost(SchemaExtension):
@@ -140,9 +174,15 @@ class DocumentStore:
     """Parsed documents and their validation errors by query text, least recently used dropped
     first once the texts held pass `max_bytes`. A text over `max_query_bytes` is never kept."""
 
-    def __init__(self, max_bytes: int = CACHE_BYTES, max_query_bytes: int = MAX_CACHED_QUERY_BYTES) -> None:
+    def __init__(
+        self,
+        max_bytes: int = CACHE_BYTES,
+        max_query_bytes: int = MAX_CACHED_QUERY_BYTES,
+        max_entries: int = CACHE_ENTRIES,
+    ) -> None:
         self.max_bytes = max_bytes
         self.max_query_bytes = max_query_bytes
+        self.max_entries = max_entries
         self.bytes = 0
         self.entries: OrderedDict[tuple[str, tuple[tuple[str, Any], ...]], _Entry] = OrderedDict()
 
@@ -157,10 +197,15 @@ class DocumentStore:
         if size <= self.max_query_bytes:
             self.entries[key] = entry
             self.bytes += size
-            while self.bytes > self.max_bytes:
+            while self.bytes > self.max_bytes or len(self.entries) > self.max_entries:
                 (old_query, _), _ = self.entries.popitem(last=False)
                 self.bytes -= len(old_query.encode("utf-8", "surrogatepass"))
         return entry
+
+    def forget(self, query: str, options: Mapping[str, Any]) -> None:
+        key = (query, tuple(sorted(options.items())))
+        if self.entries.pop(key, None) is not None:
+            self.bytes -= len(query.encode("utf-8", "surrogatepass"))
 
 
 class DocumentCache(SchemaExtension):
@@ -188,4 +233,6 @@ class DocumentCache(SchemaExtension):
                     context.schema._schema, self.entry.document, context.validation_rules
                 )
             context.pre_execution_errors = self.entry.errors
+            if self.entry.errors and context.query is not None:
+                self.store.forget(context.query, context.parse_options)
         yield

@@ -13,10 +13,7 @@ from contact_monitor.core.tags import tag_key
 from contact_monitor.storage.fields import FieldDefinition
 from contact_monitor.storage.forms import Form
 from resolvers import contacts as read
-from resolvers.pagination import page_size
-
-TAG_PAGE = 100
-MAX_TAG_PAGE = 1000
+from resolvers.pagination import MAX_TAG_PAGE, TAG_PAGE, page_size
 
 
 @strawberry.type

@@ -84,6 +84,10 @@ class ContactChange:
         return activities
 
 
+def _key_or_none(alias: str, value: FieldValue | None) -> str | None:
+    return None if value is None else unique_key(alias, value)
+
+
 def plan_fields(
     contact: Document, values: Mapping[str, FieldValue | None], registry: Mapping[str, FieldDefinition]
 ) -> ContactChange:
@@ -107,10 +111,14 @@ def plan_fields(
         for alias, value in values.items()
         if value is not None and unique(alias) and (key := unique_key(alias, value)) not in held
     ]
+    # A changed unique value loses its old key, unless the new value has the same key (a change
+    # of case only: keys are case-folded).
     remove_ids = [
-        unique_key(alias, current[alias])
-        for alias in changed
-        if unique(alias) and current.get(alias) is not None
+        old
+        for alias, value in changed.items()
+        if unique(alias)
+        and current.get(alias) is not None
+        and (old := unique_key(alias, current[alias])) != _key_or_none(alias, value)
     ]
     was_anonymous = bool(contact.get("anonymous", True))
     identified = is_identified(after)

@@ -11,13 +11,47 @@ from __future__ import annotations
 
 import fnmatch
 import ipaddress
-import re
 from collections.abc import Iterable, Sequence
 
 from contact_monitor.settings import AnonymizeMode, IPNetwork, ProxyHeader
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-_FORWARDED_FOR = re.compile(r'for="?\[?([^\]";,]+)\]?(?::\d+)?"?', re.IGNORECASE)
+
+
+def _split(text: str, separator: str) -> list[str]:
+    """`text` split on `separator` outside double-quoted strings (RFC 7239 quoting)."""
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = escaped = False
+    for char in text:
+        if escaped:
+            escaped = False
+        elif quoted and char == "\\":
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif char == separator and not quoted:
+            parts.append("".join(current))
+            current = []
+            continue
+        current.append(char)
+    parts.append("".join(current))
+    return parts
+
+
+def forwarded_for(line: str) -> list[str]:
+    """The `for` values of a `Forwarded` line, one per element, in order. Only a parameter named
+    exactly `for` counts: `host=for=6.6.6.6` or a quoted `"x;for=..."` is not a hop."""
+    hops = []
+    for element in _split(line, ","):
+        for pair in _split(element, ";"):
+            name, _, value = pair.strip().partition("=")
+            if name.strip().lower() == "for" and value:
+                value = value.strip()
+                if len(value) >= 2 and value[0] == value[-1] == '"':
+                    value = value[1:-1].replace('\\"', '"')
+                hops.append(value)
+    return hops
 
 
 def parse_ip(value: str | None) -> IPAddress | None:
@@ -60,7 +94,7 @@ def client_ip(
     chain: list[str] = []
     for line in lines:
         if header == "forwarded":
-            chain += _FORWARDED_FOR.findall(line)
+            chain += forwarded_for(line)
         else:
             chain += [part.strip() for part in line.split(",")]
     # Walk from the nearest hop outwards; the first address not belonging to a proxy is the client.

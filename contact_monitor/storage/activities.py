@@ -56,9 +56,8 @@ class ActivityRepository:
         self, contact_ids: list[str], *, types: Iterable[str], before: Cursor | None, limit: int
     ) -> dict[str, list[Document]]:
         """`for_contact` for many contacts in one aggregation."""
-        match: Document = {"contact_id": {"$in": contact_ids}, "type": {"$in": list(types)}}
-        pipeline = newest_per_contact(match, "occurred_at", before, limit)
-        return {doc["_id"]: doc["docs"] async for doc in await self.activities.aggregate(pipeline)}
+        match: Document = {"type": {"$in": list(types)}}
+        return await newest_per_contact(self.activities, contact_ids, match, "occurred_at", before, limit)
 
     async def move(self, from_contact: str, to_contact: str) -> None:
         await self.activities.update_many({"contact_id": from_contact}, {"$set": {"contact_id": to_contact}})

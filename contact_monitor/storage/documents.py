@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Any
 
 from pymongo import DESCENDING
+from pymongo.asynchronous.collection import AsyncCollection
 
 Document = dict[str, Any]
 # A keyset cursor: the (time, _id) of the last entry of the previous page.
@@ -17,21 +18,36 @@ def newest_first(time_field: str) -> list[tuple[str, int]]:
     return [(time_field, DESCENDING), ("_id", DESCENDING)]
 
 
-def newest_per_contact(match: Document, time_field: str, before: Cursor | None, limit: int) -> list[Document]:
-    """An aggregation: the newest `limit` documents of each contact matching `match`, after
-    `before`, as {_id: contact_id, docs: [...]} (one command for a whole page of contacts)."""
+async def newest_per_contact(
+    collection: AsyncCollection[Document],
+    contact_ids: list[str],
+    match: Document,
+    time_field: str,
+    before: Cursor | None,
+    limit: int,
+) -> dict[str, list[Document]]:
+    """The newest `limit` documents of each contact matching `match`, after `before`: one
+    command for a whole page of contacts, and per contact one range of the (contact_id, time)
+    index cut at `limit` (a `$lookup` per contact id, MongoDB 5.1+), so a contact's long history
+    is never read whole."""
     query = dict(match)
     if before is not None:
         query.update(older_than(time_field, before))
-    return [
-        {"$match": query},
+    per_contact: list[Document] = [{"$match": query}] if query else []
+    per_contact += [{"$sort": {time_field: -1, "_id": -1}}, {"$limit": limit}]
+    pipeline: list[Document] = [
+        {"$documents": [{"_id": contact_id} for contact_id in dict.fromkeys(contact_ids)]},
         {
-            "$group": {
-                "_id": "$contact_id",
-                "docs": {"$topN": {"n": limit, "sortBy": {time_field: -1, "_id": -1}, "output": "$$ROOT"}},
+            "$lookup": {
+                "from": collection.name,
+                "localField": "_id",
+                "foreignField": "contact_id",
+                "pipeline": per_contact,
+                "as": "docs",
             }
         },
     ]
+    return {doc["_id"]: doc["docs"] async for doc in await collection.database.aggregate(pipeline)}
 
 
 def older_than(time_field: str, cursor: Cursor) -> Document:

@@ -118,8 +118,7 @@ class HitRepository:
     ) -> dict[str, list[Document]]:
         """`for_contact` (or `utm_for_contact`) for many contacts in one aggregation."""
         collection = self.utm_records if utm else self.hits
-        pipeline = newest_per_contact({"contact_id": {"$in": contact_ids}}, "occurred_at", before, limit)
-        return {doc["_id"]: doc["docs"] async for doc in await collection.aggregate(pipeline)}
+        return await newest_per_contact(collection, contact_ids, {}, "occurred_at", before, limit)
 
     async def counts_for_contacts(self, contact_ids: list[str]) -> dict[str, int]:
         pipeline: list[Document] = [

@@ -29,6 +29,17 @@ def test_page_sizes_multiply_through_nested_connections():
     assert cost(PAGE) == 3 * 20 + 3 * 400
 
 
+def test_a_first_the_cost_cannot_read_counts_as_the_largest_page():
+    two = "query Q($n: Int = 100) { a: contacts(first: $n) { edges { node { hits(first: $n) { edges { node { url } } } } } } b: contacts(first: $n) { edges { node { id } } } }"
+    # the default of the variable counts: 30,300 + 300
+    assert cost(two) == 3 * 100 + 3 * 10_000 + 3 * 100
+    assert cost(PAGE, {"n": 100.0, "m": 100.0}) == cost(PAGE, {"n": 100, "m": 100})  # Int coercion
+    assert cost(PAGE, {"n": None, "m": None}) == cost(PAGE)  # null: the default page
+    assert cost(PAGE, {"n": "x"}) == cost(PAGE, {"n": 100, "m": 20})  # unreadable: the largest
+    # a connection without `first` is its default page, not one object
+    assert cost("{ contacts { edges { node { hits { edges { node { url } } } } } } }") == cost(PAGE)
+
+
 def test_fragments_and_list_fields_count_too():
     query = """{ contacts(first: 10) { edges { node { ...C } } } }
     fragment C on Contact { devices { trackingId } utmTags { title } }"""
@@ -166,3 +177,18 @@ def test_the_document_cache_is_bounded_by_bytes():
     assert len(store.entries) == 3
     first = store.parse("{ fields { alias } }", {})
     assert store.parse("{ fields { alias } }", {}) is first  # a hit returns the same document
+    store.forget("{ fields { alias } }", {})
+    assert store.parse("{ fields { alias } }", {}) is not first
+    counted = DocumentStore(max_entries=2)
+    for i in range(5):
+        counted.parse(f"{{ tags {{ name }} }} # {i}", {})
+    assert len(counted.entries) == 2
+
+
+async def test_invalid_documents_are_not_kept(api):
+    from api.schema import documents
+
+    await api.error("{ nope }")
+    assert not any(query == "{ nope }" for query, _ in documents.entries)
+    await api("{ fields { alias } }")
+    assert any(query == "{ fields { alias } }" for query, _ in documents.entries)

@@ -255,3 +255,16 @@ async def test_update_field_unique_reindexes_existing_contacts(api):
     assert (await h.db.contacts.find_one({"_id": contact["id"]}))["ids"] == ["member_no:m-7"]
     await api(toggle, {"u": False}, role="admin")
     assert "ids" not in await h.db.contacts.find_one({"_id": contact["id"]})
+
+
+async def test_a_change_of_case_keeps_the_unique_key(api):
+    """`Ann@x.test` -> `ann@x.test` is the same key: the contact stays findable and unique."""
+    h = api.harness
+    await h.field("email", public=True, unique=True)
+    first = await h.event(page_url="p", email="Ann@x.test")
+    await api(UPDATE, {"id": first["id"], "fields": {"email": "ann@x.test"}}, role="write")
+    stored = await h.db.contacts.find_one({"_id": first["id"]})
+    assert stored["ids"] == ["email:ann@x.test"] and stored["fields"]["email"] == "ann@x.test"
+    async with h.browser() as other:  # another browser with the email finds the same contact
+        again = await h.event(other, page_url="q", email="ANN@x.test")
+    assert again["id"] == first["id"]

@@ -59,3 +59,16 @@ def test_the_pixel_answers_its_gif_and_records_what_fits_past_64_kib(server, mon
     with MongoClient(mongodb_uri) as client:
         hit = client[database].hits.find_one({"url": "long-target"}, sort=[("occurred_at", -1)])
     assert hit is not None and "junk" not in hit["query"] and hit["query"]["pad"] == "y" * 100
+
+
+def test_other_paths_still_refuse_a_target_past_64_kib(server):
+    port, _ = server
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.putrequest("GET", "/mtc/event?page_url=p&junk=" + "z" * 70_000)
+        connection.endheaders()
+        response = connection.getresponse()
+        response.read()
+    finally:
+        connection.close()
+    assert response.status == 400

@@ -85,3 +85,11 @@ def test_truncation_never_keeps_host_bits(address):
     prefix = 24 if address.version == 4 else 48
     assert truncated in ipaddress.ip_network(f"{address}/{prefix}", strict=False)
     assert int(truncated) & ((1 << ((32 if address.version == 4 else 128) - prefix)) - 1) == 0
+
+
+def test_only_a_parameter_named_for_is_a_hop():
+    """A proxy writing `for=<client>;host=<Host header>`: the client's Host cannot add a hop."""
+    lines = ["for=198.51.100.7;host=for=6.6.6.6"]
+    assert str(client_ip("10.0.0.2", lines, PROXIES, "forwarded")) == "198.51.100.7"
+    quoted = ['host="x;for=6.6.6.6";for=198.51.100.8']
+    assert str(client_ip("10.0.0.2", quoted, PROXIES, "forwarded")) == "198.51.100.8"

@@ -188,3 +188,13 @@ async def test_submissions_from_phones_use_the_device(harness):
         await phone.post("/form/submit?ajax=1", data=posted(form.id, email="p@b.test"))
     device = await harness.db.devices.find_one()
     assert device["user_agent"]["device_type"] == "smartphone"
+
+
+async def test_a_cors_wildcard_does_not_make_every_site_a_return_target(make_harness):
+    async with make_harness(cors_origins=("*",)) as h:
+        form = await make_form(h, post_action="return", post_action_property="Thanks!")
+        response = await h.client.post(
+            "/form/submit",
+            data={**posted(form.id, email="a@b.test"), "mauticform[return]": "https://evil.example/x"},
+        )
+        assert response.status_code == 200 and "location" not in response.headers

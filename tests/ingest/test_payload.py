@@ -174,3 +174,31 @@ def test_clickthrough_as_mautic_builds_it():
 def test_any_query_text_parses_without_error(text):
     builder = params(text)
     assert len(builder.params) <= MAX_KEYS
+
+
+def _nesting(value, level=0):
+    if isinstance(value, dict):
+        return max((_nesting(v, level + 1) for v in value.values()), default=level + 1)
+    if isinstance(value, list):
+        return max((_nesting(v, level + 1) for v in value), default=level + 1)
+    return level
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(alphabet='[]{}"\\\\ab\\n'),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(alphabet='[]{}"\\\\a'), inner, max_size=3)
+    ),
+    max_leaves=20,
+)
+
+
+@given(json_values)
+def test_the_depth_scan_agrees_with_a_parser(value):
+    """Brackets inside strings, escaped quotes and backslashes do not fool the scan."""
+    import json
+
+    from ingest.payload import MAX_JSON_DEPTH, json_depth
+
+    encoded = json.dumps(value).encode()
+    assert json_depth(encoded) == min(_nesting(value), MAX_JSON_DEPTH + 1)
