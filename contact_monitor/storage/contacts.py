@@ -23,6 +23,7 @@ from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from contact_monitor.storage.batch import InsertBatcher
 from contact_monitor.storage.documents import Cursor, Document, newest_first, older_than
 from contact_monitor.storage.ids import new_contact_id
 
@@ -40,6 +41,7 @@ class ContactRepository:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self.contacts = db["contacts"]
         self.merges = db["merges"]
+        self.inserts = InsertBatcher(self.contacts)
 
     async def create_indexes(self) -> None:
         await self.contacts.create_index("ids", unique=True, sparse=True)
@@ -88,7 +90,7 @@ class ContactRepository:
         }
         if keys := list(ids):
             contact["ids"] = keys  # absent rather than empty: the unique index is sparse
-        await self.contacts.insert_one(contact)
+        await self.inserts.insert(contact)  # with the new contacts of concurrent requests
         return contact
 
     async def find_by_unique(self, keys: Iterable[str]) -> Document | None:

@@ -88,5 +88,12 @@ class Storage:
             await repository.create_indexes()
 
     async def close(self) -> None:
-        await self.hits.close()
+        """Write the inserts still pending (group commit), then close the client."""
+        for batcher in (
+            self.contacts.inserts,
+            self.devices.inserts,
+            self.hits.hit_inserts,
+            self.hits.utm_inserts,
+        ):
+            await batcher.close()
         await self.client.close()

@@ -19,6 +19,7 @@ from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from contact_monitor.storage.batch import InsertBatcher
 from contact_monitor.storage.documents import Document
 from contact_monitor.storage.ids import new_tracking_id
 
@@ -29,6 +30,7 @@ SEEN_RESOLUTION = dt.timedelta(seconds=60)
 class DeviceRepository:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self.devices = db["devices"]
+        self.inserts = InsertBatcher(self.devices)
 
     async def create_indexes(self) -> None:
         await self.devices.create_index([("contact_id", ASCENDING)])
@@ -54,7 +56,7 @@ class DeviceRepository:
                 "fingerprint": dict(fingerprint),
             }
             try:
-                await self.devices.insert_one(device)
+                await self.inserts.insert(device)  # with the new devices of concurrent requests
             except DuplicateKeyError:  # 36^23 ids: practically never
                 continue
             return device

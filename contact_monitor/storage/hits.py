@@ -93,11 +93,6 @@ class HitRepository:
     async def insert_utm(self, record: Document) -> None:
         await self.utm_inserts.insert(record)
 
-    async def close(self) -> None:
-        """Write the inserts still pending (at shutdown)."""
-        await self.hit_inserts.close()
-        await self.utm_inserts.close()
-
     async def for_contact(self, contact_id: str, *, before: Cursor | None, limit: int) -> list[Document]:
         """The contact's hits, newest first, after the cursor (occurred_at, _id) when given."""
         return await self._page(self.hits, contact_id, before, limit)
