@@ -8,6 +8,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pymongo.errors import PyMongoError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -19,8 +20,10 @@ from starlette.routing import Route
 
 from api.app import GraphQLEndpoint
 from contact_monitor import __version__
-from contact_monitor.core.errors import UserError
+from contact_monitor.core.errors import Unauthenticated, UserError
 from contact_monitor.core.fields import install_core_fields
+from contact_monitor.core.keys import key_of
+from contact_monitor.core.metrics import Metrics
 from contact_monitor.core.services import Services
 from contact_monitor.settings import Settings, SettingsError
 from contact_monitor.storage import Storage
@@ -48,6 +51,34 @@ def error_response(
     else:
         body = {"success": 0, "error": message, "code": code}
     return JSONResponse(body, status_code=status, headers={"Cache-Control": "no-store", **(headers or {})})
+
+
+def watch(metrics: Metrics, storage: Storage, hub: StreamHub, graphql: GraphQLEndpoint) -> None:
+    """Connect what the composition root owns to the metrics."""
+    for batcher in (
+        storage.contacts.inserts,
+        storage.devices.inserts,
+        storage.hits.hit_inserts,
+        storage.hits.utm_inserts,
+    ):
+        batcher.on_batch = metrics.observe_batch
+    metrics.gauge(
+        "cm_subscribers", "Live-feed subscriptions open in this process.", lambda: len(hub.subscribers)
+    )
+    metrics.gauge("cm_stream_reader_restarts", "Restarts of the stream reader.", lambda: hub.restarts)
+    metrics.gauge(
+        "cm_websockets", "Websockets open on /graphql in this process.", lambda: graphql.sockets.open
+    )
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    """Prometheus' text format; scraping needs an API key (any role), like the GraphQL API."""
+    services: Services = request.state.services
+    if await key_of(services.storage, request.headers.get("authorization")) is None:
+        raise Unauthenticated(
+            "/metrics needs an API key: Authorization: Bearer <key>", {"WWW-Authenticate": "Bearer"}
+        )
+    return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 async def user_error(request: Request, exc: Exception) -> Response:
@@ -120,6 +151,7 @@ def create_app(settings: Settings) -> Starlette:
             services = Services.open(settings, storage, redis)
             hub = StreamHub(redis, settings.stream_key, settings.subscription_queue)
             await hub.start()
+            watch(services.metrics, storage, hub, graphql)
             try:
                 # request.state.services / .pipeline / .hub; GraphQL gets them through its context.
                 pipeline = IngestPipeline(services)
@@ -141,6 +173,7 @@ def create_app(settings: Settings) -> Starlette:
             *tracker_routes.routes,
             *graphql.routes(),
             Route("/health", health),
+            Route("/metrics", metrics_endpoint),
         ],
         middleware=[
             Middleware(

@@ -159,11 +159,18 @@ async def visit_from_request(
 
 async def record(request: Request, endpoint: Endpoint, body: bytes) -> tuple[Outcome | None, list[str]]:
     services: Services = request.state.services
+    counted = services.metrics.tracking
     visit, warnings = await visit_from_request(request, services, endpoint, body)
     if visit is None:
+        counted.labels(endpoint, "skipped").inc()
         return None, warnings
     pipeline: IngestPipeline = request.state.pipeline
-    outcome = await pipeline.track(visit)
+    try:
+        outcome = await pipeline.track(visit)
+    except Exception:
+        counted.labels(endpoint, "failed").inc()
+        raise
+    counted.labels(endpoint, "recorded").inc()
     return outcome, outcome.warnings
 
 

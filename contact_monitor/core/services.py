@@ -9,6 +9,7 @@ from redis.asyncio import Redis
 
 from contact_monitor.core.activity import ActivityPublisher, ActivityRecorder
 from contact_monitor.core.fields import FieldRegistry
+from contact_monitor.core.metrics import Metrics
 from contact_monitor.settings import Settings
 from contact_monitor.storage import Storage
 
@@ -21,6 +22,7 @@ class Services:
     publisher: ActivityPublisher
     recorder: ActivityRecorder
     fields: FieldRegistry
+    metrics: Metrics
 
     @classmethod
     def open(cls, settings: Settings, storage: Storage, redis: Redis) -> Services:
@@ -32,4 +34,5 @@ class Services:
             publisher=publisher,
             recorder=ActivityRecorder(storage, publisher),
             fields=FieldRegistry(storage, settings.field_cache_seconds),
+            metrics=Metrics(),
         )

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections.abc import Callable
 
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, DuplicateKeyError, WriteError
@@ -37,6 +39,8 @@ class InsertBatcher:
         self.full = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.batches = 0  # batches written (a metric, and what tests count)
+        # Told (collection name, documents, seconds) after each batch: the app's metrics.
+        self.on_batch: Callable[[str, int, float], None] | None = None
 
     async def insert(self, document: Document) -> None:
         """Once it is stored; `insert_many` gives the document its `_id` when it has none."""
@@ -66,6 +70,7 @@ class InsertBatcher:
 
     async def _write(self, batch: list[tuple[Document, asyncio.Future[None]]]) -> None:
         failed: dict[int, Exception] = {}
+        started = time.perf_counter()
         try:
             await self.collection.insert_many([document for document, _ in batch], ordered=False)
         except BulkWriteError as exc:
@@ -81,6 +86,8 @@ class InsertBatcher:
             return
         finally:
             self.batches += 1
+            if self.on_batch is not None:
+                self.on_batch(self.collection.name, len(batch), time.perf_counter() - started)
         for index, (_, future) in enumerate(batch):
             if future.done():  # the caller gave up (cancelled)
                 continue
