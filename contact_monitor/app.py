@@ -102,8 +102,17 @@ async def health(request: Request) -> Response:
     except RedisError as exc:
         checks["redis"] = f"unavailable: {type(exc).__name__}"
     checks["stream_reader"] = request.state.hub.status()
+    try:  # stream entries waiting for Redis (docs/data-contract.md, "Activity stream")
+        outbox_depth: int | str = await services.storage.outbox.depth()
+    except PyMongoError:
+        outbox_depth = "unknown"
     healthy = checks["mongodb"] == "ok" and checks["redis"] == "ok" and checks["stream_reader"] != "stopped"
-    body = {"status": "ok" if healthy else "unavailable", "version": __version__, **checks}
+    body = {
+        "status": "ok" if healthy else "unavailable",
+        "version": __version__,
+        **checks,
+        "outbox_depth": outbox_depth,
+    }
     return JSONResponse(body, status_code=200 if healthy else 503)
 
 
@@ -152,6 +161,7 @@ def create_app(settings: Settings) -> Starlette:
             hub = StreamHub(redis, settings.stream_key, settings.subscription_queue)
             await hub.start()
             watch(services.metrics, storage, hub, graphql)
+            republisher = asyncio.create_task(services.publisher.republish(), name="outbox-republisher")
             try:
                 # request.state.services / .pipeline / .hub; GraphQL gets them through its context.
                 pipeline = IngestPipeline(services)
@@ -160,6 +170,9 @@ def create_app(settings: Settings) -> Starlette:
                 finally:
                     pipeline.close()
                     await graphql.sockets.stop()
+                    republisher.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await republisher
             finally:
                 await hub.stop()
         finally:

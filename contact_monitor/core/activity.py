@@ -12,6 +12,8 @@ Every kind and its keys: docs/data-contract.md, "Activity stream".
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -20,10 +22,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from bson import ObjectId
+from pymongo.errors import PyMongoError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from contact_monitor.storage import Storage
+from contact_monitor.storage.outbox import OutboxRepository
 
 # The one list of activity kinds. Everything else is derived from it: the GraphQL enums
 # (`ActivityType`, `TimelineType`), the timeline's sources, what `activities` stores, the stream.
@@ -97,36 +101,101 @@ def _json_default(value: object) -> object:
     raise TypeError(f"cannot encode {type(value).__name__}")
 
 
-class ActivityPublisher:
-    """Appends activities to the stream in one pipelined round trip per request."""
+# Appends an outbox entry to the stream once: the marker key says it was appended already (a
+# republisher that crashed between appending and deleting the entry does not append it twice).
+APPEND_ONCE = """
+if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[3]) then
+  return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'event', ARGV[2])
+end
+return false
+"""
+MARKER_SECONDS = 7 * 24 * 3600
+OUTBOX_BATCH = 500
 
-    def __init__(self, redis: Redis, stream_key: str, maxlen: int, online_key: str | None = None) -> None:
+
+class ActivityPublisher:
+    """Appends activities to the stream in one pipelined round trip per request.
+
+    Nothing is lost when Redis is unavailable: the entries go to the MongoDB `outbox` (so do
+    later ones while any wait there, to keep the order) and `republish` appends them, in order
+    and once each, when Redis answers again."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        stream_key: str,
+        maxlen: int,
+        online_key: str | None = None,
+        outbox: OutboxRepository | None = None,
+        prefix: str = "",
+    ) -> None:
         self.redis = redis
         self.stream_key = stream_key
         self.maxlen = maxlen
         # Sorted set contact id -> time of last page hit, for "visitors online" without MongoDB.
         self.online_key = online_key
+        self.outbox = outbox
+        self.prefix = prefix
+        self.backlog = False  # entries of this process wait in the outbox
+        self.waiting = asyncio.Event()  # something was put in the outbox
+        self.drained = asyncio.Event()  # the outbox was emptied (tests and readiness wait on it)
 
     async def publish(self, activities: Sequence[Activity], contact: Mapping[str, Any] | None) -> list[str]:
-        """Returns the stream ids. A Redis outage is logged, never turned into a failed request:
-        the activity is already stored in MongoDB."""
+        """Returns the stream ids (none when the entries went to the outbox). A Redis outage
+        never fails the request: the activity is stored in MongoDB, and so is its entry."""
         if not activities:
+            return []
+        events = [activity.to_json(contact) for activity in activities]
+        if self.backlog and self.outbox is not None:
+            await self._defer(events)
             return []
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                for activity in activities:
-                    pipe.xadd(
-                        self.stream_key,
-                        {"event": activity.to_json(contact)},
-                        maxlen=self.maxlen,
-                        approximate=True,
-                    )
+                for event in events:
+                    pipe.xadd(self.stream_key, {"event": event}, maxlen=self.maxlen, approximate=True)
                 self._track_online(pipe, activities)
                 ids = (await pipe.execute())[: len(activities)]
         except RedisError:
-            log.exception("could not publish %d activities to %s", len(activities), self.stream_key)
+            if self.outbox is None:
+                log.exception("could not publish %d activities to %s", len(activities), self.stream_key)
+                return []
+            log.warning("Redis unavailable: %d stream entries kept in the outbox", len(events))
+            await self._defer(events)
             return []
         return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+
+    async def _defer(self, events: Sequence[str]) -> None:
+        assert self.outbox is not None
+        await self.outbox.add(self.stream_key, events)
+        self.backlog = True
+        self.drained.clear()
+        self.waiting.set()
+
+    async def republish(self, retry_seconds: float = 1.0) -> None:
+        """Runs for the life of the app: empties the outbox into the stream whenever it holds
+        entries (also those a stopped process left) and Redis answers."""
+        assert self.outbox is not None
+        append_once = self.redis.register_script(APPEND_ONCE)
+        delay = retry_seconds
+        while True:
+            try:
+                while batch := await self.outbox.oldest(OUTBOX_BATCH):
+                    for entry in batch:
+                        marker = f"{self.prefix}outbox:{entry['_id']}"
+                        await append_once(
+                            keys=[entry["stream"], marker], args=[self.maxlen, entry["event"], MARKER_SECONDS]
+                        )
+                    await self.outbox.remove(entry["_id"] for entry in batch)
+                self.backlog = False
+                self.drained.set()
+                delay = retry_seconds
+                self.waiting.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.waiting.wait(), retry_seconds * 5)
+            except (RedisError, PyMongoError):
+                log.warning("outbox not emptied yet; retrying in %.1f s", delay, exc_info=True)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     def _track_online(self, pipe: Any, activities: Sequence[Activity]) -> None:
         if self.online_key is None:

@@ -26,7 +26,14 @@ class Services:
 
     @classmethod
     def open(cls, settings: Settings, storage: Storage, redis: Redis) -> Services:
-        publisher = ActivityPublisher(redis, settings.stream_key, settings.stream_maxlen, settings.online_key)
+        publisher = ActivityPublisher(
+            redis,
+            settings.stream_key,
+            settings.stream_maxlen,
+            settings.online_key,
+            outbox=storage.outbox,
+            prefix=settings.redis_prefix,
+        )
         return cls(
             settings=settings,
             storage=storage,

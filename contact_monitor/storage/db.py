@@ -18,6 +18,7 @@ from contact_monitor.storage.documents import Document
 from contact_monitor.storage.fields import FieldRepository
 from contact_monitor.storage.forms import FormRepository
 from contact_monitor.storage.hits import HitRepository
+from contact_monitor.storage.outbox import OutboxRepository
 from contact_monitor.storage.tags import TagRepository
 
 # Defaults for options the URI does not set itself. Our writes are idempotent per request, and
@@ -49,6 +50,7 @@ class Storage:
     activities: ActivityRepository
     api_keys: ApiKeyRepository
     forms: FormRepository
+    outbox: OutboxRepository
 
     @classmethod
     def connect(cls, uri: str, database: str, *, event_listeners: Sequence[Any] = ()) -> Storage:
@@ -71,6 +73,7 @@ class Storage:
             activities=ActivityRepository(db),
             api_keys=ApiKeyRepository(db),
             forms=FormRepository(db),
+            outbox=OutboxRepository(db),
         )
 
     async def create_indexes(self) -> None:

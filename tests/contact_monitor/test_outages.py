@@ -1,5 +1,7 @@
 """When MongoDB or Redis stop answering: clear 503s (or the GIF), never a 500."""
 
+import asyncio
+
 import httpx
 from redis.asyncio import Redis
 from redis.backoff import NoBackoff
@@ -57,3 +59,40 @@ async def test_redis_outage_health(harness):
         assert health.json()["mongodb"] == "ok"
     finally:
         await broken.aclose()
+
+
+async def test_events_of_a_redis_outage_reach_the_stream_in_order_once_redis_returns(make_harness, tmp_path):
+    """A Redis of the test's own, really stopped and started again on its port: the hits of the
+    outage are answered and stored, their stream entries wait in the outbox, and reach the
+    stream afterwards, in order, once each."""
+    import json
+
+    from contact_monitor.embedded import start_redis
+
+    server = start_redis(tmp_path / "redis-outage")
+    try:
+        async with make_harness(redis_url=server.uri) as h:
+            publisher = h.services.publisher
+            await h.pixel(page_url="before")
+            server.stop()
+            for i in range(12):
+                await h.pixel(page_url=f"during-{i}")  # the GIF, and the hit stored
+            assert await h.db.hits.count_documents({}) == 13
+            assert await h.services.storage.outbox.depth() >= 12
+            server = start_redis(tmp_path / "redis-outage", port=server.port)
+            await h.pixel(page_url="after")  # queued behind the outbox, to keep the order
+            await asyncio.wait_for(publisher.drained.wait(), 60)
+            redis = Redis.from_url(server.uri)
+            try:
+                entries = await redis.xrange(h.settings.stream_key)
+            finally:
+                await redis.aclose()
+            urls = [
+                event["hit"]["url"]
+                for event in (json.loads(fields[b"event"]) for _, fields in entries)
+                if event["type"] == "page_hit"
+            ]
+            assert urls == ["before", *(f"during-{i}" for i in range(12)), "after"]
+            assert await h.services.storage.outbox.depth() == 0
+    finally:
+        server.stop()

@@ -1,0 +1,41 @@
+"""The `outbox` collection: stream entries that could not be appended to Redis when they happened.
+
+    _id (ObjectId: the order they were written in), stream (the stream key), event (the JSON)
+
+The publisher writes here while Redis is unavailable (and, to keep the order, while anything is
+still waiting here); the republisher appends them to the stream in order once Redis answers and
+deletes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from bson import ObjectId
+from pymongo.asynchronous.database import AsyncDatabase
+
+from contact_monitor.storage.documents import Document
+
+
+class OutboxRepository:
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        self.outbox = db["outbox"]
+
+    async def create_indexes(self) -> None:
+        """`_id` order is the only order read."""
+
+    async def add(self, stream: str, events: Sequence[str]) -> None:
+        if events:
+            await self.outbox.insert_many(
+                [{"_id": ObjectId(), "stream": stream, "event": event} for event in events], ordered=True
+            )
+
+    async def oldest(self, limit: int) -> list[Document]:
+        return [doc async for doc in self.outbox.find().sort("_id", 1).limit(limit)]
+
+    async def remove(self, ids: Iterable[Any]) -> None:
+        await self.outbox.delete_many({"_id": {"$in": list(ids)}})
+
+    async def depth(self) -> int:
+        return await self.outbox.count_documents({})
