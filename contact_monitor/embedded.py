@@ -96,11 +96,15 @@ def _wait(server: EmbeddedServer) -> None:
     )
 
 
-def start_mongodb(data_dir: Path, storage: str | None = None) -> EmbeddedServer:
-    """A SecantusDB daemon on a free loopback port; `storage=':memory:'` keeps nothing (tests)."""
+def start_mongodb(
+    data_dir: Path, storage: str | None = None, *, durable: bool = True, port: int | None = None
+) -> EmbeddedServer:
+    """A SecantusDB daemon on a free loopback port; `storage=':memory:'` keeps nothing (tests).
+    `durable`: its log is synced at every commit, so that a write it acknowledged survives a
+    crash of the daemon or of the machine (`--sync-on-commit`; see bench/README.md for the cost)."""
     directory = data_dir / "mongodb"
     directory.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     log_path = data_dir / "mongodb.log"
     command = [
         sys.executable,
@@ -114,6 +118,7 @@ def start_mongodb(data_dir: Path, storage: str | None = None) -> EmbeddedServer:
         storage or str(directory),
         "--log-level",
         "WARNING",
+        *(["--sync-on-commit"] if durable and storage != ":memory:" else []),
     ]
     with log_path.open("ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -190,7 +195,7 @@ def running_servers(data_dir: Path) -> dict[str, EmbeddedServer]:
 
 @contextlib.contextmanager
 def embedded_services(
-    data_dir: Path, mongodb_uri: str | None, redis_url: str | None
+    data_dir: Path, mongodb_uri: str | None, redis_url: str | None, *, durable: bool = True
 ) -> Iterator[dict[str, str]]:
     """Start whatever is not configured (or reuse a running pair); yield the environment overrides
     (`CM_MONGODB_URI`, `CM_REDIS_URL`) and stop what this call started on exit."""
@@ -200,7 +205,7 @@ def embedded_services(
     overrides: dict[str, str] = {}
     try:
         if not mongodb_uri:
-            server = running.get("mongodb") or start_mongodb(data_dir)
+            server = running.get("mongodb") or start_mongodb(data_dir, durable=durable)
             if server.process is not None:
                 started["mongodb"] = server
             overrides["CM_MONGODB_URI"] = server.uri

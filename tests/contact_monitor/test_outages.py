@@ -96,3 +96,110 @@ async def test_events_of_a_redis_outage_reach_the_stream_in_order_once_redis_ret
             assert await h.services.storage.outbox.depth() == 0
     finally:
         server.stop()
+
+
+def test_hits_answered_before_the_database_is_killed_survive_it(redis_url, tmp_path):
+    """SIGKILL of the embedded SecantusDB (durable: its log synced at every commit) in the middle
+    of a load: every hit answered 200 is in MongoDB once it is started again on its files."""
+    import os
+    import signal
+    import threading
+
+    from pymongo import MongoClient
+
+    storage_dir = tmp_path / "db"
+    mongodb = start_mongodb(storage_dir)  # durable, on disk, as `serve` starts it
+    port = free_port()
+    env = server_env(
+        CM_MONGODB_URI=mongodb.uri + "&serverSelectionTimeoutMS=20000",
+        CM_REDIS_URL=redis_url,
+        CM_REDIS_PREFIX=f"cmtest:kill:{port}:",
+        CM_DATA_DIR=str(tmp_path / "data"),
+        CM_COOKIE_SECURE="false",
+    )
+    server = start_server(env, port)
+    answered: list[str] = []
+    failures: list[int] = []
+
+    def load(worker: int) -> None:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"User-Agent": CHROME}) as client:
+            for i in range(40):
+                client.cookies.clear()
+                try:
+                    response = client.post("/mtc/event", data={"page_url": f"w{worker}-{i}"}, timeout=30)
+                except httpx.HTTPError:
+                    failures.append(-1)
+                    continue
+                if response.status_code == 200:
+                    answered.append(response.cookies["mautic_referer_id"])  # the hit id
+                else:
+                    failures.append(response.status_code)
+
+    try:
+        workers = [threading.Thread(target=load, args=(w,)) for w in range(4)]
+        for worker in workers:
+            worker.start()
+        while len(answered) < 40:  # some hits stored, more arriving
+            threading.Event().wait(0.01)
+        os.kill(mongodb.process.pid, signal.SIGKILL)
+        mongodb.process.wait(10)
+        killed_at = len(answered)
+        mongodb = start_mongodb(storage_dir, port=mongodb.port)
+        for worker in workers:
+            worker.join(120)
+        assert killed_at >= 40 and len(answered) >= killed_at
+        with MongoClient(mongodb.uri) as client:
+            stored = {str(doc["_id"]) for doc in client["contact_monitor"].hits.find({}, {"_id": 1})}
+        missing = [hit for hit in answered if hit not in stored]
+        assert not missing, f"{len(missing)} of {len(answered)} answered hits were lost"
+    finally:
+        stop_server(server)
+        mongodb.stop()
+
+
+def test_sigterm_drains_what_was_answered(mongodb_uri, redis_url, tmp_path):
+    """SIGTERM under load: uvicorn finishes the requests in flight and the lifespan writes the
+    pending batches before exit; every hit answered 200 is stored."""
+    import threading
+    import uuid
+
+    from pymongo import MongoClient
+
+    database = f"cmtest_term_{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    env = server_env(
+        CM_MONGODB_URI=mongodb_uri,
+        CM_MONGODB_DB=database,
+        CM_REDIS_URL=redis_url,
+        CM_REDIS_PREFIX=f"cmtest:{database}:",
+        CM_DATA_DIR=str(tmp_path / "data"),
+        CM_COOKIE_SECURE="false",
+    )
+    server = start_server(env, port)
+    answered: list[str] = []
+
+    def load(worker: int) -> None:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"User-Agent": CHROME}) as client:
+            for i in range(40):
+                try:
+                    response = client.post("/mtc/event", data={"page_url": f"w{worker}-{i}"}, timeout=30)
+                except httpx.HTTPError:
+                    return  # the server has gone
+                if response.status_code == 200:
+                    answered.append(response.cookies["mautic_referer_id"])
+
+    workers = [threading.Thread(target=load, args=(w,)) for w in range(4)]
+    try:
+        for worker in workers:
+            worker.start()
+        while len(answered) < 30:
+            threading.Event().wait(0.01)
+        stop_server(server)  # SIGTERM, then wait for the exit
+        for worker in workers:
+            worker.join(60)
+        with MongoClient(mongodb_uri) as client:
+            stored = {str(doc["_id"]) for doc in client[database].hits.find({}, {"_id": 1})}
+            client.drop_database(database)
+        assert answered and all(hit in stored for hit in answered)
+    finally:
+        stop_server(server)
