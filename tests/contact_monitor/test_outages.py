@@ -98,12 +98,47 @@ async def test_events_of_a_redis_outage_reach_the_stream_in_order_once_redis_ret
         server.stop()
 
 
+class Load:
+    """Four clients posting hits to /mtc/event; `answered` holds the ids of the hits answered 200
+    (the `mautic_referer_id` cookie)."""
+
+    def __init__(self, port: int, requests: int = 40) -> None:
+        import threading
+
+        self.port = port
+        self.requests = requests
+        self.answered: list[str] = []
+        self.workers = [threading.Thread(target=self.run, args=(w,)) for w in range(4)]
+        for worker in self.workers:
+            worker.start()
+
+    def run(self, worker: int) -> None:
+        with httpx.Client(base_url=f"http://127.0.0.1:{self.port}", headers={"User-Agent": CHROME}) as client:
+            for i in range(self.requests):
+                client.cookies.clear()
+                try:
+                    response = client.post("/mtc/event", data={"page_url": f"w{worker}-{i}"}, timeout=30)
+                except httpx.HTTPError:
+                    continue  # the server is stopping or the database is down: not answered
+                if response.status_code == 200:
+                    self.answered.append(response.cookies["mautic_referer_id"])
+
+    def wait_for(self, answered: int) -> None:
+        import threading
+
+        while len(self.answered) < answered:
+            threading.Event().wait(0.01)
+
+    def join(self) -> None:
+        for worker in self.workers:
+            worker.join(120)
+
+
 def test_hits_answered_before_the_database_is_killed_survive_it(redis_url, tmp_path):
     """SIGKILL of the embedded SecantusDB (durable: its log synced at every commit) in the middle
     of a load: every hit answered 200 is in MongoDB once it is started again on its files."""
     import os
     import signal
-    import threading
 
     from pymongo import MongoClient
 
@@ -118,35 +153,15 @@ def test_hits_answered_before_the_database_is_killed_survive_it(redis_url, tmp_p
         CM_COOKIE_SECURE="false",
     )
     server = start_server(env, port)
-    answered: list[str] = []
-    failures: list[int] = []
-
-    def load(worker: int) -> None:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"User-Agent": CHROME}) as client:
-            for i in range(40):
-                client.cookies.clear()
-                try:
-                    response = client.post("/mtc/event", data={"page_url": f"w{worker}-{i}"}, timeout=30)
-                except httpx.HTTPError:
-                    failures.append(-1)
-                    continue
-                if response.status_code == 200:
-                    answered.append(response.cookies["mautic_referer_id"])  # the hit id
-                else:
-                    failures.append(response.status_code)
-
     try:
-        workers = [threading.Thread(target=load, args=(w,)) for w in range(4)]
-        for worker in workers:
-            worker.start()
-        while len(answered) < 40:  # some hits stored, more arriving
-            threading.Event().wait(0.01)
+        load = Load(port)
+        load.wait_for(40)  # some hits stored, more arriving
         os.kill(mongodb.process.pid, signal.SIGKILL)
         mongodb.process.wait(10)
-        killed_at = len(answered)
+        killed_at = len(load.answered)
         mongodb = start_mongodb(storage_dir, port=mongodb.port)
-        for worker in workers:
-            worker.join(120)
+        load.join()
+        answered = load.answered
         assert killed_at >= 40 and len(answered) >= killed_at
         with MongoClient(mongodb.uri) as client:
             stored = {str(doc["_id"]) for doc in client["contact_monitor"].hits.find({}, {"_id": 1})}
@@ -160,7 +175,6 @@ def test_hits_answered_before_the_database_is_killed_survive_it(redis_url, tmp_p
 def test_sigterm_drains_what_was_answered(mongodb_uri, redis_url, tmp_path):
     """SIGTERM under load: uvicorn finishes the requests in flight and the lifespan writes the
     pending batches before exit; every hit answered 200 is stored."""
-    import threading
     import uuid
 
     from pymongo import MongoClient
@@ -176,30 +190,14 @@ def test_sigterm_drains_what_was_answered(mongodb_uri, redis_url, tmp_path):
         CM_COOKIE_SECURE="false",
     )
     server = start_server(env, port)
-    answered: list[str] = []
-
-    def load(worker: int) -> None:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"User-Agent": CHROME}) as client:
-            for i in range(40):
-                try:
-                    response = client.post("/mtc/event", data={"page_url": f"w{worker}-{i}"}, timeout=30)
-                except httpx.HTTPError:
-                    return  # the server has gone
-                if response.status_code == 200:
-                    answered.append(response.cookies["mautic_referer_id"])
-
-    workers = [threading.Thread(target=load, args=(w,)) for w in range(4)]
     try:
-        for worker in workers:
-            worker.start()
-        while len(answered) < 30:
-            threading.Event().wait(0.01)
+        load = Load(port)
+        load.wait_for(30)
         stop_server(server)  # SIGTERM, then wait for the exit
-        for worker in workers:
-            worker.join(60)
+        load.join()
         with MongoClient(mongodb_uri) as client:
             stored = {str(doc["_id"]) for doc in client[database].hits.find({}, {"_id": 1})}
             client.drop_database(database)
-        assert answered and all(hit in stored for hit in answered)
+        assert load.answered and all(hit in stored for hit in load.answered)
     finally:
         stop_server(server)
