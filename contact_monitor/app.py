@@ -31,6 +31,7 @@ from ingest import form_submit as form_routes
 from ingest import routes as ingest_routes
 from ingest.cors import CORSMiddleware
 from ingest.pipeline import IngestPipeline
+from ingest.routes import replay_hit
 from ingest.useragent import warm_up
 from mtc_js import routes as tracker_routes
 from subscriptions.hub import StreamHub
@@ -162,17 +163,22 @@ def create_app(settings: Settings) -> Starlette:
             await hub.start()
             watch(services.metrics, storage, hub, graphql)
             republisher = asyncio.create_task(services.publisher.republish(), name="outbox-republisher")
+            pipeline = IngestPipeline(services)
+            state: dict[str, object] = {"services": services, "pipeline": pipeline, "hub": hub}
+            replayer = asyncio.create_task(
+                pipeline.spool.replay_forever(state, replay_hit), name="spool-replayer"
+            )
             try:
                 # request.state.services / .pipeline / .hub; GraphQL gets them through its context.
-                pipeline = IngestPipeline(services)
                 try:
-                    yield {"services": services, "pipeline": pipeline, "hub": hub}
+                    yield state
                 finally:
                     pipeline.close()
                     await graphql.sockets.stop()
-                    republisher.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await republisher
+                    for task in (republisher, replayer):
+                        task.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await task
             finally:
                 await hub.stop()
         finally:

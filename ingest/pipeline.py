@@ -31,6 +31,7 @@ from contact_monitor.storage.contacts import unique_key
 from contact_monitor.storage.documents import Document
 from contact_monitor.storage.fields import FieldDefinition
 from ingest.hit import Hit
+from ingest.spool import HitSpool
 from ingest.useragent import UserAgent, UserAgentParser
 
 # A contact's `last_active` is rewritten at most this often when a hit changes nothing else: one
@@ -51,6 +52,8 @@ class Visit:
     # Form submissions: values of every mapped field (public or not), and the submission itself.
     values: Mapping[str, FieldValue] | None = None
     form: Mapping[str, Any] | None = None
+    # Fixed at receipt for a hit replayed from the spool (so that a replay writes it once).
+    hit_id: ObjectId | None = None
 
 
 @dataclass(slots=True)
@@ -67,6 +70,7 @@ class IngestPipeline:
         self.storage = services.storage
         self.identity = IdentityResolver(services.storage, track_by_ip=services.settings.track_by_ip)
         self.agents = UserAgentParser()
+        self.spool = HitSpool(services.settings.data_dir / "spool")
 
     def close(self) -> None:
         self.agents.close()
@@ -127,7 +131,7 @@ class IngestPipeline:
         device's visit when something about the device changed."""
         hit = visit.hit
         now = hit.occurred_at
-        hit_id = ObjectId()
+        hit_id = visit.hit_id or ObjectId()
         hit_doc = self.hit_document(hit_id, visit, contact_id, device["_id"])
         _, seen = await asyncio.gather(
             self.storage.hits.insert(hit_doc),

@@ -9,10 +9,12 @@ Methods, bodies and status codes: docs/tracking-protocol.md, "Endpoints" and "Re
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import logging
 from collections.abc import Mapping
 from typing import Any
 
+from bson import ObjectId
 from pymongo.errors import PyMongoError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -30,6 +32,7 @@ from ingest.hit import build_hit
 from ingest.payload import ParamsBuilder, merge_d, merge_page_url_query, parse_json_body, parse_query
 from ingest.pipeline import Endpoint, IngestPipeline, Outcome, Visit
 from ingest.policy import privacy_signals, skip_reason
+from ingest.spool import HitSpool
 from ingest.useragent import UserAgent
 
 log = logging.getLogger(__name__)
@@ -99,12 +102,14 @@ def build_visit(
     referer: str | None = None,
     values: Mapping[str, FieldValue] | None = None,
     form: Mapping[str, Any] | None = None,
+    received: tuple[ObjectId, dt.datetime] | None = None,
 ) -> Visit:
-    """The typed visit of a request whose parameters are collected (pure)."""
+    """The typed visit of a request whose parameters are collected (pure). `received`: the hit id
+    and time fixed when a spooled request arrived."""
     headers = request.headers
     hit = build_hit(
         builder.params,
-        now=now_ms(),
+        now=received[1] if received else now_ms(),
         warnings=builder.warnings,
         referer_header=referer or headers.get("referer"),
         accept_language=headers.get("accept-language"),
@@ -120,6 +125,7 @@ def build_visit(
         contact_cookie=request.cookies.get(CONTACT_COOKIE),
         values=values,
         form=form,
+        hit_id=received[0] if received else None,
     )
 
 
@@ -130,7 +136,11 @@ def visitor_address(request: Request, settings: Settings) -> IPAddress | None:
 
 
 async def visit_from_request(
-    request: Request, services: Services, endpoint: Endpoint, body: bytes
+    request: Request,
+    services: Services,
+    endpoint: Endpoint,
+    body: bytes,
+    received: tuple[ObjectId, dt.datetime] | None = None,
 ) -> tuple[Visit | None, list[str]]:
     """Parse the request (pure apart from the cached field list). None: not to be recorded."""
     settings = services.settings
@@ -153,6 +163,7 @@ async def visit_from_request(
         address=address,
         user_agent=user_agent,
         field_aliases=await services.fields.public_aliases(),
+        received=received,
     )
     return visit, list(visit.hit.warnings)
 
@@ -187,18 +198,46 @@ def with_cookies(response: Response, request: Request, outcome: Outcome | None) 
 
 
 async def tracking_pixel(request: Request) -> Response:
-    """Never an error page: whatever happens, the browser gets its GIF."""
+    """Never an error page: whatever happens, the browser gets its GIF. While MongoDB is
+    unavailable the hit goes to the spool (ingest/spool.py) and is recorded later."""
     outcome = None
+    spool: HitSpool = request.state.pipeline.spool
+    body = b""
     try:
         body = await read_body(request, request.state.services.settings.max_body_bytes, keep_prefix=True)
-        outcome, _ = await record(request, "pixel", body)
+        if spool.open:
+            await spool.append(request, body)
+        else:
+            outcome, _ = await record(request, "pixel", body)
     except PyMongoError:
-        log.exception("pixel hit could not be stored")
+        spool.failed()
+        log.warning("MongoDB unavailable: the pixel hit is spooled")
+        await spool_or_log(spool, request, body)
     except Exception:  # the promise is the GIF: a bug is logged, never shown to the page
         log.exception("pixel hit failed")
     headers = {**GIF_HEADERS, "Content-Length": str(len(GIF))}
     response = Response(GIF if request.method != "HEAD" else b"", media_type="image/gif", headers=headers)
     return with_cookies(response, request, outcome)
+
+
+async def spool_or_log(spool: HitSpool, request: Request, body: bytes) -> None:
+    try:
+        await spool.append(request, body)
+    except OSError:
+        log.exception("the pixel hit could not be spooled either: it is lost")
+
+
+async def replay_hit(request: Request, hit_id: ObjectId, received_at: dt.datetime) -> None:
+    """A spooled pixel request, recorded as it would have been when it arrived (once: a hit id
+    already stored is skipped)."""
+    services: Services = request.state.services
+    if await services.storage.hits.exists(hit_id):
+        return
+    body = await request.body()
+    visit, _ = await visit_from_request(request, services, "pixel", body, received=(hit_id, received_at))
+    if visit is not None:
+        pipeline: IngestPipeline = request.state.pipeline
+        await pipeline.track(visit)
 
 
 def ids_body(outcome: Outcome | None, request: Request) -> dict[str, object]:

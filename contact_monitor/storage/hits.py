@@ -90,6 +90,9 @@ class HitRepository:
         ]
         return {doc["_id"]: doc["at"] async for doc in await self.hits.aggregate(pipeline)}
 
+    async def exists(self, hit_id: Any) -> bool:
+        return await self.hits.find_one({"_id": hit_id}, {"_id": 1}) is not None
+
     async def insert_utm(self, record: Document) -> None:
         await self.utm_inserts.insert(record)
 

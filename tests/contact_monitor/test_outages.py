@@ -201,3 +201,37 @@ def test_sigterm_drains_what_was_answered(mongodb_uri, redis_url, tmp_path):
         assert load.answered and all(hit in stored for hit in load.answered)
     finally:
         stop_server(server)
+
+
+async def test_pixel_hits_of_a_mongodb_outage_are_spooled_and_recorded_once_it_returns(
+    make_harness, tmp_path
+):
+    """A SecantusDB of the test's own, really stopped and started again on its files: the pixel
+    answers its GIF meanwhile, the hits wait on disk, and are recorded afterwards, each once,
+    with the parameters and the time they arrived with."""
+    from ingest.routes import GIF, replay_hit
+
+    mongodb = start_mongodb(tmp_path / "db")
+    try:
+        async with make_harness(
+            mongodb_uri=mongodb.uri + "&serverSelectionTimeoutMS=300", data_dir=tmp_path / "data"
+        ) as h:
+            spool = h.pipeline.spool
+            await h.pixel(page_url="before")
+            mongodb.stop()
+            for i in range(5):
+                response = await h.client.get("/mtracking.gif", params={"page_url": f"during-{i}"})
+                assert response.status_code == 200 and response.content == GIF
+            assert spool.open  # after the first failure, straight to the spool
+            lines = b"".join(path.read_bytes() for path in spool.pending()).splitlines()
+            assert len(lines) == 5
+            # a replay that was interrupted and runs again must not write a hit twice
+            spool.path.write_bytes(spool.path.read_bytes() + lines[0] + b"\n")
+            mongodb = start_mongodb(tmp_path / "db", port=mongodb.port)
+            state = {"services": h.services, "pipeline": h.pipeline, "hub": h.hub}
+            assert await spool.replay(state, replay_hit) == 6
+            urls = sorted([doc["url"] async for doc in h.db.hits.find({}, {"url": 1})])
+            assert urls == ["before", *(f"during-{i}" for i in range(5))]
+            assert spool.pending() == [] and spool.replayed.is_set()
+    finally:
+        mongodb.stop()
