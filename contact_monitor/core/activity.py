@@ -147,7 +147,7 @@ class ActivityPublisher:
             return []
         events = [activity.to_json(contact) for activity in activities]
         if self.backlog and self.outbox is not None:
-            await self._defer(events)
+            await self._defer(activities, events)
             return []
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
@@ -160,13 +160,20 @@ class ActivityPublisher:
                 log.exception("could not publish %d activities to %s", len(activities), self.stream_key)
                 return []
             log.warning("Redis unavailable: %d stream entries kept in the outbox", len(events))
-            await self._defer(events)
+            await self._defer(activities, events)
             return []
         return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
 
-    async def _defer(self, events: Sequence[str]) -> None:
+    async def _defer(self, activities: Sequence[Activity], events: Sequence[str]) -> None:
         assert self.outbox is not None
-        await self.outbox.add(self.stream_key, events)
+        named = [
+            [
+                activity.contact_id,
+                *([str(activity.data["merged_id"])] if "merged_id" in activity.data else []),
+            ]
+            for activity in activities
+        ]
+        await self.outbox.add(self.stream_key, list(zip(events, named, strict=True)))
         self.backlog = True
         self.drained.clear()
         self.waiting.set()
@@ -179,6 +186,7 @@ class ActivityPublisher:
         delay = retry_seconds
         while True:
             try:
+                self.waiting.clear()  # set again by any entry deferred while this pass runs
                 while batch := await self.outbox.oldest(OUTBOX_BATCH):
                     for entry in batch:
                         marker = f"{self.prefix}outbox:{entry['_id']}"
@@ -186,10 +194,11 @@ class ActivityPublisher:
                             keys=[entry["stream"], marker], args=[self.maxlen, entry["event"], MARKER_SECONDS]
                         )
                     await self.outbox.remove(entry["_id"] for entry in batch)
+                if self.waiting.is_set():
+                    continue  # an entry arrived during the pass: drain again before going direct
                 self.backlog = False
                 self.drained.set()
                 delay = retry_seconds
-                self.waiting.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.waiting.wait(), retry_seconds * 5)
             except (RedisError, PyMongoError):
@@ -209,6 +218,21 @@ class ActivityPublisher:
                 pipe.zrem(self.online_key, str(activity.data.get("merged_id")))
             elif activity.type == "contact_deleted":
                 pipe.zrem(self.online_key, activity.contact_id)
+
+    async def erase_waiting(self, contact_ids: set[str]) -> int:
+        """Remove these contacts' entries from the outbox, and mark them appended so that a
+        republisher that already read them skips them (when Redis answers). Returns how many."""
+        if self.outbox is None:
+            return 0
+        waiting = await self.outbox.for_contacts(contact_ids)
+        if waiting:
+            with contextlib.suppress(RedisError):
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for entry_id in waiting:
+                        pipe.set(f"{self.prefix}outbox:{entry_id}", "1", nx=True, ex=MARKER_SECONDS)
+                    await pipe.execute()
+            await self.outbox.remove(waiting)
+        return len(waiting)
 
     async def erase(self, contact_ids: set[str], batch: int = 1000) -> int:
         """Delete the stream entries of these contacts (GDPR erasure); returns how many."""

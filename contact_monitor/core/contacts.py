@@ -254,7 +254,9 @@ async def erase_contact(services: Services, contact_id: str) -> bool:
     activities = await storage.activities.delete_for_contact(key)
     await storage.contacts.delete_merge_records(key)
     await storage.contacts.delete(key)
-    stream_entries = await services.publisher.erase({key, *merged_ids})
+    # Entries still waiting for Redis first, so that none reaches the stream after its erasure.
+    waiting = await services.publisher.erase_waiting({key, *merged_ids})
+    stream_entries = waiting + await services.publisher.erase({key, *merged_ids})
     now = now_ms()
     await storage.audit.log(
         "erase",

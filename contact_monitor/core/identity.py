@@ -55,8 +55,9 @@ class DeviceCache:
 
     Safe without cross-process invalidation: a device's `contact_id` only changes when a merge
     moves it, and a stale id still resolves to the survivor through the merge records; the
-    resolver then drops the entry. An erased device still cached leads where a missing one
-    does: its contact no longer resolves, so the visitor is new."""
+    resolver then reads the device again (and keeps it, now the survivor's). An erased device
+    still cached leads where a missing one does: its contact no longer resolves, so the visitor
+    is new."""
 
     def __init__(self, size: int = DEVICE_CACHE_SIZE) -> None:
         self.size = size
@@ -102,10 +103,13 @@ class IdentityResolver:
             if device is not None:
                 contact = await contacts.resolve(device["contact_id"])
                 if contact is not None:
-                    if contact["_id"] == device["contact_id"]:
-                        return contact, device
-                    self.devices.drop(tracking_id)  # moved by a merge: read it again next time
-                    return contact, None
+                    if contact["_id"] != device["contact_id"]:  # moved by a merge: read it again
+                        self.devices.drop(tracking_id)
+                        fresh = await self.storage.devices.get(tracking_id)
+                        if fresh is not None:
+                            self.devices.put(fresh)
+                            device = fresh
+                    return contact, device if contact["_id"] == device["contact_id"] else None
         if contact_cookie and len(contact_cookie) <= MAX_CONTACT_COOKIE:
             contact = await contacts.resolve(contact_cookie)
             if contact is not None:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import BulkWriteError, DuplicateKeyError, WriteError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, WriteConcernError, WriteError
 
 from contact_monitor.storage.documents import Document
 
@@ -53,11 +53,21 @@ class InsertBatcher:
         await future
 
     async def _run(self) -> None:
-        while self.pending:
-            if len(self.pending) < self.max_size:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.full.wait(), self.max_delay)
-            await self.flush()
+        try:
+            while self.pending:
+                if len(self.pending) < self.max_size:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.full.wait(), self.max_delay)
+                await self.flush()
+        except BaseException as exc:  # never leave a caller waiting on a dead flusher
+            self._fail_pending(exc if isinstance(exc, Exception) else RuntimeError("batcher stopped"))
+            raise
+
+    def _fail_pending(self, exc: Exception) -> None:
+        pending, self.pending = self.pending, []
+        for _, future in pending:
+            if not future.done():
+                future.set_exception(exc)
 
     async def flush(self) -> None:
         """Write what is pending now, in batches of `max_size`."""
@@ -79,10 +89,16 @@ class InsertBatcher:
                 failed[int(error["index"])] = kind(
                     error.get("errmsg", "write error"), error.get("code"), error
                 )
-        except Exception as exc:  # the whole batch failed (an outage): every caller hears it
-            for _, future in batch:
+            concern = exc.details.get("writeConcernErrors") or []
+            if concern:  # written, but not as durably as the URI asks: not a success to report
+                message = concern[0].get("errmsg", "write concern error")
+                for index in range(len(batch)):
+                    failed.setdefault(index, WriteConcernError(message, concern[0].get("code")))
+        except Exception as exc:  # the whole batch failed (an outage): every caller hears it,
+            for _, future in batch:  # and so does everyone waiting behind it, at once
                 if not future.done():
                     future.set_exception(exc)
+            self._fail_pending(exc)
             return
         finally:
             self.batches += 1
@@ -97,9 +113,9 @@ class InsertBatcher:
                 future.set_result(None)
 
     async def close(self) -> None:
-        """Write what is pending (at shutdown) and stop."""
-        await self.flush()
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+        """Write what is pending (at shutdown), the batch in flight included, and stop."""
+        if self.task is not None and not self.task.done():
+            self.full.set()  # no need to wait for the delay any more
+            with contextlib.suppress(Exception):
                 await self.task
+        await self.flush()

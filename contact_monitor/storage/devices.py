@@ -94,6 +94,11 @@ class DeviceRepository:
             update["fingerprint"] = dict(fingerprint)
         last_seen = device.get("last_seen")
         if update or last_seen is None or now - last_seen >= SEEN_RESOLUTION:
+            # Whatever made us write, the device gets what this hit says (another process may
+            # have written something else since this copy was read).
+            update["user_agent"] = dict(user_agent)
+            if any(value is not None for value in fingerprint.values()):
+                update["fingerprint"] = dict(fingerprint)
             update["last_seen"] = max(now, last_seen) if last_seen else now
             await self.devices.update_one({"_id": device["_id"]}, {"$set": update})
             return {**device, **update}

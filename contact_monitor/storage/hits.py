@@ -86,7 +86,8 @@ class HitRepository:
         """The newest hit time of each device (`Device.lastSeen` is exact without a write per hit)."""
         pipeline: list[Document] = [
             {"$match": {"device_id": {"$in": device_ids}}},
-            {"$group": {"_id": "$device_id", "at": {"$max": "$occurred_at"}}},
+            {"$sort": {"device_id": 1, "occurred_at": -1}},  # the (device_id, occurred_at) index
+            {"$group": {"_id": "$device_id", "at": {"$first": "$occurred_at"}}},
         ]
         return {doc["_id"]: doc["at"] async for doc in await self.hits.aggregate(pipeline)}
 

@@ -1,6 +1,7 @@
 """The `outbox` collection: stream entries that could not be appended to Redis when they happened.
 
-    _id (ObjectId: the order they were written in), stream (the stream key), event (the JSON)
+    _id (ObjectId: the order they were written in), stream (the stream key), event (the JSON),
+    contacts (the contact ids the entry names: an erasure removes them from here too)
 
 The publisher writes here while Redis is unavailable (and, to keep the order, while anything is
 still waiting here); the republisher appends them to the stream in order once Redis answers and
@@ -25,11 +26,20 @@ class OutboxRepository:
     async def create_indexes(self) -> None:
         """`_id` order is the only order read."""
 
-    async def add(self, stream: str, events: Sequence[str]) -> None:
-        if events:
+    async def add(self, stream: str, entries: Sequence[tuple[str, list[str]]]) -> None:
+        """(event JSON, contact ids it names) in order."""
+        if entries:
             await self.outbox.insert_many(
-                [{"_id": ObjectId(), "stream": stream, "event": event} for event in events], ordered=True
+                [
+                    {"_id": ObjectId(), "stream": stream, "event": event, "contacts": contacts}
+                    for event, contacts in entries
+                ],
+                ordered=True,
             )
+
+    async def for_contacts(self, contact_ids: Iterable[str]) -> list[Any]:
+        query = {"contacts": {"$in": list(contact_ids)}}
+        return [doc["_id"] async for doc in self.outbox.find(query, {"_id": 1})]
 
     async def oldest(self, limit: int) -> list[Document]:
         return [doc async for doc in self.outbox.find().sort("_id", 1).limit(limit)]

@@ -268,3 +268,21 @@ async def test_a_change_of_case_keeps_the_unique_key(api):
     async with h.browser() as other:  # another browser with the email finds the same contact
         again = await h.event(other, page_url="q", email="ANN@x.test")
     assert again["id"] == first["id"]
+
+
+async def test_erasure_removes_entries_still_waiting_for_redis(api):
+    """Entries of the contact that wait in the outbox (Redis was down) never reach the stream
+    after the contact is erased: they leave the outbox and are marked as appended."""
+    import json
+
+    h = api.harness
+    ann = await h.event(page_url="p")
+    other = await h.event(h.client, page_url="q")  # same browser: same contact, for a second entry
+    assert other["id"] == ann["id"]
+    event = json.dumps({"type": "page_hit", "contact_id": ann["id"], "hit": {"url": "waiting"}})
+    await h.services.storage.outbox.add(h.settings.stream_key, [(event, [ann["id"]])])
+    query = "mutation($id: ID!) { deleteContact(id: $id) }"
+    assert (await api(query, {"id": ann["id"]}, role="write"))["deleteContact"] is True
+    assert await h.services.storage.outbox.for_contacts([ann["id"]]) == []
+    entries = [json.loads(fields[b"event"]) for _, fields in await h.redis.xrange(h.settings.stream_key)]
+    assert not [e for e in entries if e.get("contact_id") == ann["id"] and e["type"] != "contact_deleted"]
