@@ -21,7 +21,7 @@ from starlette.routing import Route
 from api.app import GraphQLEndpoint
 from contact_monitor import __version__
 from contact_monitor.core.errors import Unauthenticated, UserError
-from contact_monitor.core.fields import install_core_fields
+from contact_monitor.core.fields import follow_field_changes, install_core_fields
 from contact_monitor.core.keys import key_of
 from contact_monitor.core.metrics import Metrics
 from contact_monitor.core.services import Services
@@ -168,6 +168,9 @@ def create_app(settings: Settings) -> Starlette:
             replayer = asyncio.create_task(
                 pipeline.spool.replay_forever(state, replay_hit), name="spool-replayer"
             )
+            follower = asyncio.create_task(
+                follow_field_changes(redis, settings.redis_prefix, services.fields), name="field-changes"
+            )
             try:
                 # request.state.services / .pipeline / .hub; GraphQL gets them through its context.
                 try:
@@ -175,7 +178,7 @@ def create_app(settings: Settings) -> Starlette:
                 finally:
                     pipeline.close()
                     await graphql.sockets.stop()
-                    for task in (republisher, replayer):
+                    for task in (republisher, replayer, follower):
                         task.cancel()
                         with contextlib.suppress(asyncio.CancelledError):
                             await task

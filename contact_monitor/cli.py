@@ -10,10 +10,18 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from redis.asyncio import Redis
+
 from contact_monitor import __version__
 from contact_monitor.core.errors import FieldError
-from contact_monitor.core.fields import FieldChange, create_field, install_core_fields, update_field
-from contact_monitor.embedded import EmbeddedError, embedded_services
+from contact_monitor.core.fields import (
+    FieldChange,
+    announce_field_change,
+    create_field,
+    install_core_fields,
+    update_field,
+)
+from contact_monitor.embedded import EmbeddedError, embedded_services, running_servers
 from contact_monitor.settings import Settings, SettingsError
 from contact_monitor.storage import Storage
 from contact_monitor.storage.api_keys import ROLES, ApiKeyError
@@ -81,9 +89,26 @@ async def _with_storage(settings: Settings, action: str, args: argparse.Namespac
         try:
             await install_core_fields(storage)
             await storage.api_keys.create_indexes()
-            return await FIELD_ACTIONS[action](storage, args)
+            result = await FIELD_ACTIONS[action](storage, args)
+            if action in ("create", "update"):
+                await _announce_field_change(settings)
+            return result
         finally:
             await storage.close()
+
+
+async def _announce_field_change(settings: Settings) -> None:
+    """Running servers read the registry again at once (their Redis: configured, or the embedded
+    one `serve` started under the data directory)."""
+    embedded = running_servers(settings.data_dir).get("redis")
+    url = settings.redis_url or (embedded.uri if embedded else None)
+    if url is None:
+        return  # no server running: nothing to tell
+    redis = Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+    try:
+        await announce_field_change(redis, settings.redis_prefix)
+    finally:
+        await redis.aclose()
 
 
 def _describe(field: FieldDefinition) -> dict[str, object]:

@@ -18,6 +18,12 @@ from contact_monitor.core.errors import BadUserInput, NotFound
 from contact_monitor.storage.forms import FormError, FormField
 
 
+async def announce(info: Info) -> None:
+    services = info.context.services
+    services.fields.invalidate()
+    await field_ops.announce_field_change(services.redis, services.settings.redis_prefix)
+
+
 @strawberry.type
 class Mutation:
     @strawberry.mutation(permission_classes=ADMIN, description="Create a contact field (admin).")
@@ -40,6 +46,7 @@ class Mutation:
             unique=unique,
             max_length=max_length,
         )
+        await announce(info)
         return field_of(change.field)
 
     @strawberry.mutation(
@@ -62,6 +69,7 @@ class Mutation:
             label=label,
             type=type,
         )
+        await announce(info)
         return field_of(change.field)
 
     @strawberry.mutation(

@@ -113,3 +113,34 @@ def test_text_values_never_keep_markup_or_exceed_the_limit(raw):
     assert value is None or (
         isinstance(value, str) and len(value) <= 191 and not re.search(r"<[^>]*>", value)
     )
+
+
+async def test_a_field_change_reaches_every_server_process_at_once(make_harness):
+    """Two apps on one database and Redis, caching the registry for an hour: a change made
+    through one (the API) or by the CLI is seen by the other at its next request."""
+    from tests.servers import cli, server_env
+
+    async with make_harness(field_cache_seconds=3600) as a, make_harness(field_cache_seconds=3600) as b:
+        await b.pixel(page_url="p", firstname="Ann")  # not publicly updatable: ignored
+        b.services.fields.invalidated.clear()
+        key = await a.services.storage.api_keys.create("admin", "admin")
+        mutation = 'mutation { updateField(alias: "firstname", publiclyUpdatable: true) { alias } }'
+        response = await a.client.post(
+            "/graphql", json={"query": mutation}, headers={"Authorization": f"Bearer {key}"}
+        )
+        assert response.status_code == 200 and not response.json().get("errors")
+        await b.services.fields.invalidated.wait()
+        body = await b.event(page_url="q", firstname="Ann")
+        contact = await b.db.contacts.find_one({"_id": body["id"]})
+        assert contact["fields"]["firstname"] == "Ann"
+
+        b.services.fields.invalidated.clear()
+        env = server_env(
+            CM_MONGODB_URI=a.settings.mongodb_uri,
+            CM_MONGODB_DB=a.settings.mongodb_db,
+            CM_REDIS_URL=a.settings.redis_url,
+            CM_REDIS_PREFIX=a.settings.redis_prefix,
+        )
+        cli(env, "fields", "update", "lastname", "--publicly-updatable")
+        await b.services.fields.invalidated.wait()
+        assert (await b.services.fields.get())["lastname"].publicly_updatable
