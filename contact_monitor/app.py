@@ -54,7 +54,9 @@ def error_response(
     return JSONResponse(body, status_code=status, headers={"Cache-Control": "no-store", **(headers or {})})
 
 
-def watch(metrics: Metrics, storage: Storage, hub: StreamHub, graphql: GraphQLEndpoint) -> None:
+def watch(
+    metrics: Metrics, storage: Storage, hub: StreamHub, graphql: GraphQLEndpoint, pipeline: IngestPipeline
+) -> None:
     """Connect what the composition root owns to the metrics."""
     for batcher in (
         storage.contacts.inserts,
@@ -70,6 +72,7 @@ def watch(metrics: Metrics, storage: Storage, hub: StreamHub, graphql: GraphQLEn
     metrics.gauge(
         "cm_websockets", "Websockets open on /graphql in this process.", lambda: graphql.sockets.open
     )
+    metrics.gauge("cm_spool_depth", "Pixel hits spooled, waiting for MongoDB.", pipeline.spool.depth)
 
 
 async def metrics_endpoint(request: Request) -> Response:
@@ -107,12 +110,14 @@ async def health(request: Request) -> Response:
         outbox_depth: int | str = await services.storage.outbox.depth()
     except PyMongoError:
         outbox_depth = "unknown"
+    spool_depth = await asyncio.to_thread(request.state.pipeline.spool.depth)  # hits waiting for MongoDB
     healthy = checks["mongodb"] == "ok" and checks["redis"] == "ok" and checks["stream_reader"] != "stopped"
     body = {
         "status": "ok" if healthy else "unavailable",
         "version": __version__,
         **checks,
         "outbox_depth": outbox_depth,
+        "spool_depth": spool_depth,
     }
     return JSONResponse(body, status_code=200 if healthy else 503)
 
@@ -161,9 +166,9 @@ def create_app(settings: Settings) -> Starlette:
             services = Services.open(settings, storage, redis)
             hub = StreamHub(redis, settings.stream_key, settings.subscription_queue)
             await hub.start()
-            watch(services.metrics, storage, hub, graphql)
             republisher = asyncio.create_task(services.publisher.republish(), name="outbox-republisher")
             pipeline = IngestPipeline(services)
+            watch(services.metrics, storage, hub, graphql, pipeline)
             state: dict[str, object] = {"services": services, "pipeline": pipeline, "hub": hub}
             replayer = asyncio.create_task(
                 pipeline.spool.replay_forever(state, replay_hit), name="spool-replayer"

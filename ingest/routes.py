@@ -206,7 +206,7 @@ async def tracking_pixel(request: Request) -> Response:
     try:
         body = await read_body(request, request.state.services.settings.max_body_bytes, keep_prefix=True)
         if spool.open:
-            await spool.append(request, body)
+            await spool_or_log(spool, request, body)
         else:
             outcome, _ = await record(request, "pixel", body)
     except PyMongoError:
@@ -221,10 +221,14 @@ async def tracking_pixel(request: Request) -> Response:
 
 
 async def spool_or_log(spool: HitSpool, request: Request, body: bytes) -> None:
+    counted = request.state.services.metrics.tracking
     try:
         await spool.append(request, body)
     except OSError:
+        counted.labels("pixel", "lost").inc()
         log.exception("the pixel hit could not be spooled either: it is lost")
+    else:
+        counted.labels("pixel", "spooled").inc()
 
 
 async def replay_hit(request: Request, hit_id: ObjectId, received_at: dt.datetime) -> None:

@@ -75,6 +75,17 @@ class HitSpool:
             spool.flush()
             os.fsync(spool.fileno())
 
+    def depth(self) -> int:
+        """Spooled hits not replayed yet (lines of the spool files)."""
+        total = 0
+        for path in self.pending():
+            try:
+                with path.open("rb") as spool:
+                    total += sum(1 for _ in spool)
+            except FileNotFoundError:  # replayed meanwhile
+                continue
+        return total
+
     def pending(self) -> list[Path]:
         """Spool files to replay: this process's and any a stopped process left."""
         if not self.directory.exists():
@@ -85,6 +96,8 @@ class HitSpool:
         """Runs for the life of the app: records what is spooled once MongoDB answers."""
         while True:
             await asyncio.sleep(REPLAY_EVERY_SECONDS)
+            if self.open or not self.pending():  # MongoDB failed a moment ago, or nothing to do
+                continue
             try:
                 await self.replay(state, replay)
             except PyMongoError:
