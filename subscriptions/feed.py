@@ -52,7 +52,7 @@ async def activity_feed(
     duplicate (the live queue is open before the history is read; ids already sent are skipped)."""
     if after is not None:
         stream_id(after)  # ValueError for a malformed cursor, before anything is sent
-    async with hub.subscribe() as subscriber:
+    async with hub.subscribe(event_filter.matches) as subscriber:
         last = after
         if after is not None:
             oldest = await retention_gap(redis, stream_key, after)
@@ -69,12 +69,11 @@ async def activity_feed(
                     cursor=item.last_delivered or last or "0-0", kind="lagged", skipped=item.skipped
                 )
                 continue
-            entry_id, event = item
+            entry_id, event = item  # the hub offered only events the filter wants
             if last is not None and stream_id(entry_id) <= stream_id(last):
                 continue
             last = entry_id
-            if event_filter.matches(event):
-                yield FeedItem(cursor=entry_id, kind="event", event=event)
+            yield FeedItem(cursor=entry_id, kind="event", event=event)
 
 
 async def visitors_online(redis: Redis, online_key: str, window: int) -> AsyncGenerator[int, None]:

@@ -42,13 +42,18 @@ class Lagged:
 
 
 class Subscriber:
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, accepts: Callable[[Event], bool] | None = None) -> None:
         self.limit = limit
+        # The subscription's filter, applied when an event is offered: events it does not want
+        # cost no queue place, no LAGGED count and no GraphQL execution.
+        self.accepts = accepts
         self.queue: deque[tuple[str, Event] | Lagged] = deque()
         self.last_queued: str | None = None
         self.ready = asyncio.Event()
 
     def offer(self, entry_id: str, event: Event) -> None:
+        if self.accepts is not None and not self.accepts(event):
+            return
         if len(self.queue) >= self.limit:
             tail = self.queue[-1] if self.queue else None
             if isinstance(tail, Lagged):
@@ -96,8 +101,8 @@ class StreamHub:
                 await self._task
 
     @contextlib.asynccontextmanager
-    async def subscribe(self) -> AsyncIterator[Subscriber]:
-        subscriber = Subscriber(self.queue_limit)
+    async def subscribe(self, accepts: Callable[[Event], bool] | None = None) -> AsyncIterator[Subscriber]:
+        subscriber = Subscriber(self.queue_limit, accepts)
         self.subscribers.add(subscriber)
         await self._notify()
         try:

@@ -272,3 +272,25 @@ async def test_a_poisoned_stream_entry_restarts_the_reader_and_the_feed_goes_on(
     health = (await harness.client.get("/health")).json()
     assert health["status"] == "ok" and "restarted 1 times" in health["stream_reader"]
     assert "RecursionError" in health["stream_reader"]
+
+
+async def test_events_a_filter_does_not_want_take_no_place_in_the_queue(make_harness):
+    """A subscription to custom activity during a flood of page hits: its small queue never
+    fills and it gets no LAGGED marker, only what it asked for."""
+    async with make_harness(subscription_queue=2) as h:
+        query = "subscription { activity(filter: {types: [CUSTOM_ACTIVITY]}) { type data } }"
+        feed = await started(h, query)
+        for i in range(10):
+            await h.event(page_url=f"flood {i}")
+        await h.hub.caught_up()
+        [subscriber] = h.hub.subscribers
+        assert not subscriber.queue  # nothing offered was wanted
+        api_key = await h.services.storage.api_keys.create("w", "write")
+        mutation = 'mutation { recordActivity(contact: {email: "a@b.test"}, type: "forum_post") { id } }'
+        response = await h.client.post(
+            "/graphql", json={"query": mutation}, headers={"Authorization": f"Bearer {api_key}"}
+        )
+        assert not response.json().get("errors")
+        event = await take(feed)
+        assert event["type"] == "CUSTOM_ACTIVITY" and event["data"]["activity_type"] == "forum_post"
+        await feed.close()
