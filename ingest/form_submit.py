@@ -134,7 +134,7 @@ async def form_submit(request: Request) -> Response:
         )
         response.status_code = 413
         return response
-    builder = collect_params(request, body, settings.max_body_bytes)
+    builder = await collect_params(request, body, settings.max_body_bytes)
     submission = read_submission(builder.params, wants_json=wants_json)
     if submission.return_url and not safe_return(submission.return_url, request, settings.cors_origins):
         log.warning("form return URL refused (not an allowed site): %.200s", submission.return_url)

@@ -11,11 +11,12 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 from bson import ObjectId
 from pymongo.errors import PyMongoError
+from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -29,7 +30,14 @@ from contact_monitor.core.services import Services
 from contact_monitor.settings import Settings
 from ingest.cookies import CONTACT_COOKIE, DEVICE_COOKIE, set_tracking_cookies
 from ingest.hit import build_hit
-from ingest.payload import ParamsBuilder, merge_d, merge_page_url_query, parse_json_body, parse_query
+from ingest.payload import (
+    MAX_KEYS,
+    ParamsBuilder,
+    merge_d,
+    merge_page_url_query,
+    parse_json_body,
+    parse_query,
+)
 from ingest.pipeline import Endpoint, IngestPipeline, Outcome, Visit
 from ingest.policy import privacy_signals, skip_reason
 from ingest.spool import HitSpool
@@ -37,6 +45,8 @@ from ingest.useragent import UserAgent
 
 log = logging.getLogger(__name__)
 
+# File fields a multipart form may carry (each ignored): a bound for the parser.
+MAX_MULTIPART_FILES = 20
 GIF = base64.b64decode("R0lGODlhAQABAJAAAP8AAAAAACH5BAUQAAAALAAAAAABAAEAAAICBAEAOw==")
 GIF_HEADERS = {
     "Cache-Control": "private, no-cache, no-cache=Set-Cookie, proxy-revalidate",
@@ -68,7 +78,7 @@ async def read_body(request: Request, limit: int, *, keep_prefix: bool = False) 
     return b"".join(chunks)
 
 
-def collect_params(request: Request, body: bytes, limit: int) -> ParamsBuilder:
+async def collect_params(request: Request, body: bytes, limit: int) -> ParamsBuilder:
     """Query string, then body (POST wins), then `d`, then the page URL's own query string."""
     builder = ParamsBuilder()
     parse_query(request.scope.get("query_string", b""), builder, limit=limit)
@@ -78,11 +88,37 @@ def collect_params(request: Request, body: bytes, limit: int) -> ParamsBuilder:
             parse_json_body(body, builder)
         elif content_type in ("", "application/x-www-form-urlencoded", "text/plain"):
             parse_query(body, builder, limit=limit)
+        elif content_type == "multipart/form-data":  # how Mautic's form HTML posts
+            await parse_multipart(request, body, builder)
         else:
             builder.warn(f"request body of type {content_type!r} was ignored")
     merge_d(builder)
     merge_page_url_query(builder)
     return builder
+
+
+async def parse_multipart(request: Request, body: bytes, builder: ParamsBuilder) -> None:
+    """The text fields of a `multipart/form-data` body (already within the body limit); file
+    fields are ignored with a warning (we store no uploads)."""
+
+    async def stream() -> AsyncGenerator[bytes, None]:
+        yield body
+
+    parser = MultiPartParser(
+        request.headers, stream(), max_files=MAX_MULTIPART_FILES, max_fields=MAX_KEYS, max_part_size=len(body)
+    )
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        builder.warn(f"the multipart body could not be read and was ignored ({exc.message})")
+        return
+    try:
+        pairs = [(key, value) for key, value in form.multi_items() if isinstance(value, str)]
+        if files := len(form.multi_items()) - len(pairs):
+            builder.warn(f"{files} file field(s) of the multipart body were ignored")
+        builder.add_pairs(pairs)
+    finally:
+        await form.close()
 
 
 async def holds_api_key(request: Request, services: Services) -> bool:
@@ -144,7 +180,7 @@ async def visit_from_request(
 ) -> tuple[Visit | None, list[str]]:
     """Parse the request (pure apart from the cached field list). None: not to be recorded."""
     settings = services.settings
-    builder = collect_params(request, body, settings.max_body_bytes)
+    builder = await collect_params(request, body, settings.max_body_bytes)
     pipeline: IngestPipeline = request.state.pipeline
     user_agent = await pipeline.agents.parse(request.headers.get("user-agent", ""))
     address = visitor_address(request, settings)

@@ -198,3 +198,29 @@ async def test_a_cors_wildcard_does_not_make_every_site_a_return_target(make_har
             data={**posted(form.id, email="a@b.test"), "mauticform[return]": "https://evil.example/x"},
         )
         assert response.status_code == 200 and "location" not in response.headers
+
+
+async def test_a_multipart_form_as_mautic_renders_it_is_read(harness):
+    """Mautic's form HTML posts multipart/form-data; a file field is ignored, the rest counts."""
+    form = await make_form(harness)
+    response = await harness.client.post(
+        "/form/submit?ajax=1",
+        data=posted(form.id, email="ann@example.com", firstname="Ann"),
+        files={"mauticform[attachment]": ("cv.pdf", b"%PDF-1.4 not stored", "application/pdf")},
+    )
+    assert response.status_code == 200 and response.json()["success"] == 1, response.text
+    contact = await harness.db.contacts.find_one({"fields.email": "ann@example.com"})
+    assert contact is not None and contact["fields"]["firstname"] == "Ann"
+    submitted = await harness.db.activities.find_one({"type": "form_submitted"})
+    assert "attachment" not in submitted["data"]["values"]
+
+
+async def test_a_broken_multipart_body_is_a_clear_refusal(harness):
+    form = await make_form(harness)
+    response = await harness.client.post(
+        f"/form/submit?ajax=1&formId={form.id}",
+        content=b"--x\r\nnot a part",
+        headers={"Content-Type": "multipart/form-data; boundary=x"},
+    )
+    assert response.status_code == 200
+    assert response.json()["validationErrors"]["email"] == "'Email' is required."
