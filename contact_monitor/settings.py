@@ -155,6 +155,21 @@ class Settings:
         def items(name: str) -> tuple[str, ...]:
             return tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
 
+        def origins(name: str) -> tuple[str, ...]:
+            """Browser origins: `scheme://host[:port]`, wildcards allowed, nothing after the host.
+            A path or a trailing slash would never match a browser's Origin header."""
+            found = items(name)
+            for entry in found:
+                if entry == "*":
+                    continue
+                scheme, separator, rest = entry.partition("://")
+                if not separator or scheme.lower() not in ("http", "https") or not rest or "/" in rest:
+                    raise SettingsError(
+                        f"{name}: {entry!r} is not an origin; write scheme://host[:port] with no path "
+                        "or trailing slash, e.g. https://www.example.com (wildcards: https://*.example.com)"
+                    )
+            return found
+
         proxies: list[IPNetwork] = []
         for entry in items("CM_TRUSTED_PROXIES"):
             try:
@@ -191,7 +206,7 @@ class Settings:
             redis_url=text("CM_REDIS_URL"),
             redis_prefix=env.get("CM_REDIS_PREFIX", "cm:"),
             data_dir=Path(text("CM_DATA_DIR") or "./data"),
-            cors_origins=items("CM_CORS_ORIGINS"),
+            cors_origins=origins("CM_CORS_ORIGINS"),
             public_url=public_url,
             cookie_secure=flag("CM_COOKIE_SECURE", True),
             cookie_domain=text("CM_COOKIE_DOMAIN"),
@@ -206,7 +221,7 @@ class Settings:
             max_body_bytes=integer("CM_MAX_BODY_BYTES", 64 * 1024),
             field_cache_seconds=number("CM_FIELD_CACHE_SECONDS", 2.0),
             graphiql=flag("CM_GRAPHIQL", False),
-            dashboard_origins=items("CM_DASHBOARD_ORIGINS"),
+            dashboard_origins=origins("CM_DASHBOARD_ORIGINS"),
             subscription_queue=integer("CM_SUBSCRIPTION_QUEUE", 1000),
             ws_max_sockets=integer("CM_WS_MAX_SOCKETS", 1000),
             ws_max_per_key=integer("CM_WS_MAX_PER_KEY", 200),

@@ -310,6 +310,10 @@ async def update_field(storage: Storage, alias: str, **changes: object) -> Field
     if "type" in values:
         _check_type(values["type"])
     before = await storage.fields.get(alias)
+    if before is not None and before.core and values.get("type", before.type) != before.type:
+        # Mautic's core fields are what tracking, forms and identity rely on (email is the
+        # identity key): another type would make every stored and submitted value invalid.
+        raise FieldError(f"{alias!r} is a core field: its type ({before.type}) cannot change")
     field = await storage.fields.update(alias, values)
     if before is None or field is None:
         raise FieldError(f"no field {alias!r}")

@@ -228,3 +228,29 @@ def test_api_key_role_is_checked_by_the_parser(cli_env, capsys):
     with pytest.raises(SystemExit):
         main(["api-key", "create", "--name", "x", "--role", "root"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["serve", "--port", "99999"], "99999 is not between 1 and 65535"),
+        (["serve", "--port", "-1"], "-1 is not between 1 and 65535"),
+        (["serve", "--workers", "0"], "0 is not between 1 and 64"),
+        (["serve", "--port", "http"], "'http' is not a whole number"),
+    ],
+)
+def test_serve_refuses_impossible_ports_and_worker_counts_at_once(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+async def test_a_core_field_keeps_its_type(harness):
+    from contact_monitor.core.errors import FieldError
+    from contact_monitor.core.fields import update_field
+
+    with pytest.raises(FieldError, match="core field: its type \\(email\\) cannot change"):
+        await update_field(harness.services.storage, "email", type="number")
+    assert (await harness.services.storage.fields.get("email")).type == "email"
+    changed = await update_field(harness.services.storage, "email", type="email", publicly_updatable=True)
+    assert changed.field.publicly_updatable  # the same type, restated, is fine

@@ -59,11 +59,26 @@ def test_everything_from_the_environment():
         ({"CM_DO_NOT_TRACK_IPS": "office"}, "CM_DO_NOT_TRACK_IPS"),
         ({"CM_ANONYMIZE_IP": "half"}, "CM_ANONYMIZE_IP"),
         ({"CM_TRACK_BY_IP": "true", "CM_ANONYMIZE_IP": "truncate"}, "cannot be combined"),
+        ({"CM_CORS_ORIGINS": "https://www.example.com/"}, "CM_CORS_ORIGINS: 'https://www.example.com/'"),
+        ({"CM_CORS_ORIGINS": "www.example.com"}, "CM_CORS_ORIGINS: 'www.example.com' is not an origin"),
+        ({"CM_DASHBOARD_ORIGINS": "http://dash.test/app"}, "CM_DASHBOARD_ORIGINS"),
+        ({"CM_PROXY_HEADER": "x-real-ip"}, "CM_PROXY_HEADER"),
+        ({"CM_WS_MAX_PER_KEY": "0"}, "CM_WS_MAX_PER_KEY"),
     ],
 )
 def test_bad_values_name_the_variable(env, message):
     with pytest.raises(SettingsError, match=message):
         Settings.from_env(env)
+
+
+def test_origins_may_be_exact_wildcards_or_any():
+    settings = Settings.from_env(
+        {
+            "CM_CORS_ORIGINS": "https://www.example.com, https://*.example.org:8443, *",
+            "CM_DASHBOARD_ORIGINS": "",
+        }
+    )
+    assert settings.cors_origins == ("https://www.example.com", "https://*.example.org:8443", "*")
 
 
 def test_create_app_needs_both_uris():
