@@ -21,7 +21,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,7 +29,9 @@ import httpx
 from pymongo import MongoClient
 from redis import Redis
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench.servers import start_baseline, start_service, wait_for
+from contact_monitor.embedded import free_port
+
 UA = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -55,27 +56,6 @@ done = function(summary, latency, requests)
     latency:percentile(50), latency:percentile(99)))
 end
 """
-
-
-def wait_for(url: str, process: subprocess.Popen[bytes], timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"server exited with {process.returncode}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"{url} did not answer")
-
-
-def free_port() -> int:
-    sys.path.insert(0, str(ROOT))
-    from contact_monitor.embedded import free_port as pick
-
-    return pick()
 
 
 def descendants(pid: int) -> list[int]:
@@ -142,28 +122,10 @@ def main() -> None:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
 
     data_dir = Path(tempfile.mkdtemp(prefix="cm-bench-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CM_")}
-    env.update({"CM_DATA_DIR": str(data_dir), "CM_COOKIE_SECURE": "false"})
     app_port, base_port = free_port(), free_port()
     uvicorn_settings = ["--workers", str(args.workers), "--log-level", "warning"]
-    app = subprocess.Popen(
-        [sys.executable, "-m", "contact_monitor.cli", "serve", "--port", str(app_port), *uvicorn_settings],
-        env=env,
-        cwd=ROOT,
-        stderr=subprocess.DEVNULL,
-    )
-    baseline = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "bench.baseline_app:app",
-            "--port",
-            str(base_port),
-            *uvicorn_settings,
-        ],
-        cwd=ROOT,
-    )
+    app = start_service(data_dir, app_port, *uvicorn_settings)
+    baseline = start_baseline(base_port, *uvicorn_settings)
     script = data_dir / "mix.lua"
     try:
         app_url, base_url = f"http://127.0.0.1:{app_port}", f"http://127.0.0.1:{base_port}"

@@ -14,7 +14,6 @@ Absolute numbers drift between runs and machines; compare the ratios.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import subprocess
@@ -28,23 +27,11 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.servers import start_baseline, start_service, wait_for  # noqa: E402
 from contact_monitor.embedded import free_port  # noqa: E402
 
 UA = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
 PARAMS = {"page_url": "https://shop.example.com/product/7?utm_source=news", "page_title": "Product 7"}
-
-
-def wait_for(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"server exited with {process.returncode}")
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise SystemExit(f"{url} did not answer")
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:
@@ -93,37 +80,9 @@ def main() -> None:
     args = parser.parse_args()
 
     data_dir = Path(tempfile.mkdtemp(prefix="cm-bench-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CM_")}
-    env.update({"CM_DATA_DIR": str(data_dir), "CM_COOKIE_SECURE": "false"})
     app_port, base_port = free_port(), free_port()
-    app = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "contact_monitor.cli",
-            "serve",
-            "--port",
-            str(app_port),
-            "--log-level",
-            "warning",
-        ],
-        env=env,
-        cwd=ROOT,
-        stderr=subprocess.DEVNULL,
-    )
-    baseline = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "bench.baseline_app:app",
-            "--port",
-            str(base_port),
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-    )
+    app = start_service(data_dir, app_port, "--log-level", "warning")
+    baseline = start_baseline(base_port, "--log-level", "warning")
     try:
         app_url, base_url = f"http://127.0.0.1:{app_port}", f"http://127.0.0.1:{base_port}"
         wait_for(app_url + "/health", app)

@@ -58,12 +58,7 @@ def watch(
     metrics: Metrics, storage: Storage, hub: StreamHub, graphql: GraphQLEndpoint, pipeline: IngestPipeline
 ) -> None:
     """Connect what the composition root owns to the metrics."""
-    for batcher in (
-        storage.contacts.inserts,
-        storage.devices.inserts,
-        storage.hits.hit_inserts,
-        storage.hits.utm_inserts,
-    ):
+    for batcher in storage.batchers():
         batcher.on_batch = metrics.observe_batch
     metrics.gauge(
         "cm_subscribers", "Live-feed subscriptions open in this process.", lambda: len(hub.subscribers)

@@ -78,6 +78,9 @@ class DeviceCache:
     def drop(self, tracking_id: str) -> None:
         self.entries.pop(tracking_id, None)
 
+    def clear(self) -> None:
+        self.entries.clear()
+
 
 class IdentityResolver:
     def __init__(self, storage: Storage, *, track_by_ip: bool) -> None:
@@ -146,7 +149,7 @@ class IdentityResolver:
                 else:
                     contact, merged = await merge(self.storage, winner=known, loser=current, now=now)
                     activities.append(merged)
-                    self.devices.entries.clear()  # the loser's devices moved
+                    self.devices.clear()  # the loser's devices moved
                     if device is not None:
                         device = {**device, "contact_id": contact["_id"]}
             elif current is not None and conflicts(current.get("ids", []), unique_keys):

@@ -17,9 +17,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from contact_monitor.storage.documents import (
     Cursor,
     Document,
-    newest_first,
     newest_per_contact,
-    older_than,
 )
 
 
@@ -35,22 +33,6 @@ class ActivityRepository:
     async def insert_many(self, documents: Sequence[Mapping[str, Any]]) -> None:
         if documents:
             await self.activities.insert_many([dict(d) for d in documents])
-
-    async def for_contact(
-        self,
-        contact_id: str,
-        *,
-        types: Iterable[str] | None,
-        before: Cursor | None,
-        limit: int,
-    ) -> list[Document]:
-        query: Document = {"contact_id": contact_id}
-        if types is not None:
-            query["type"] = {"$in": list(types)}
-        if before is not None:
-            query.update(older_than("occurred_at", before))
-        cursor = self.activities.find(query).sort(newest_first("occurred_at")).limit(limit)
-        return [doc async for doc in cursor]
 
     async def pages_for_contacts(
         self, contact_ids: list[str], *, types: Iterable[str], before: Cursor | None, limit: int

@@ -38,7 +38,6 @@ class InsertBatcher:
         self.pending: list[tuple[Document, asyncio.Future[None]]] = []
         self.full = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
-        self.batches = 0  # batches written (a metric, and what tests count)
         # Told (collection name, documents, seconds) after each batch: the app's metrics.
         self.on_batch: Callable[[str, int, float], None] | None = None
 
@@ -101,7 +100,6 @@ class InsertBatcher:
             self._fail_pending(exc)
             return
         finally:
-            self.batches += 1
             if self.on_batch is not None:
                 self.on_batch(self.collection.name, len(batch), time.perf_counter() - started)
         for index, (_, future) in enumerate(batch):

@@ -12,6 +12,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from contact_monitor.storage.activities import ActivityRepository
 from contact_monitor.storage.api_keys import ApiKeyRepository
 from contact_monitor.storage.audit import AuditRepository
+from contact_monitor.storage.batch import InsertBatcher
 from contact_monitor.storage.contacts import ContactRepository
 from contact_monitor.storage.devices import DeviceRepository
 from contact_monitor.storage.documents import Document
@@ -90,13 +91,12 @@ class Storage:
         ):
             await repository.create_indexes()
 
+    def batchers(self) -> tuple[InsertBatcher, ...]:
+        """The group commits of the hot path (storage/batch.py)."""
+        return (self.contacts.inserts, self.devices.inserts, self.hits.hit_inserts, self.hits.utm_inserts)
+
     async def close(self) -> None:
         """Write the inserts still pending (group commit), then close the client."""
-        for batcher in (
-            self.contacts.inserts,
-            self.devices.inserts,
-            self.hits.hit_inserts,
-            self.hits.utm_inserts,
-        ):
+        for batcher in self.batchers():
             await batcher.close()
         await self.client.close()

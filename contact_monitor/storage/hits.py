@@ -27,9 +27,7 @@ from contact_monitor.storage.batch import InsertBatcher
 from contact_monitor.storage.documents import (
     Cursor,
     Document,
-    newest_first,
     newest_per_contact,
-    older_than,
 )
 
 TIME_ON_PAGE_WINDOW = dt.timedelta(minutes=30)
@@ -97,25 +95,11 @@ class HitRepository:
     async def insert_utm(self, record: Document) -> None:
         await self.utm_inserts.insert(record)
 
-    async def for_contact(self, contact_id: str, *, before: Cursor | None, limit: int) -> list[Document]:
-        """The contact's hits, newest first, after the cursor (occurred_at, _id) when given."""
-        return await self._page(self.hits, contact_id, before, limit)
-
-    async def utm_for_contact(self, contact_id: str, *, before: Cursor | None, limit: int) -> list[Document]:
-        return await self._page(self.utm_records, contact_id, before, limit)
-
-    @staticmethod
-    async def _page(collection: Any, contact_id: str, before: Cursor | None, limit: int) -> list[Document]:
-        query: Document = {"contact_id": contact_id}
-        if before is not None:
-            query.update(older_than("occurred_at", before))
-        cursor = collection.find(query).sort(newest_first("occurred_at")).limit(limit)
-        return [doc async for doc in cursor]
-
     async def pages_for_contacts(
         self, contact_ids: list[str], *, before: Cursor | None, limit: int, utm: bool = False
     ) -> dict[str, list[Document]]:
-        """`for_contact` (or `utm_for_contact`) for many contacts in one aggregation."""
+        """Each contact's hits (or UTM records), newest first, after the cursor (occurred_at, _id)
+        when given: one command for a page of contacts."""
         collection = self.utm_records if utm else self.hits
         return await newest_per_contact(collection, contact_ids, {}, "occurred_at", before, limit)
 
@@ -137,17 +121,10 @@ class HitRepository:
             async for doc in await self.hits.aggregate(pipeline)
         }
 
-    async def count_for_contact(self, contact_id: str) -> int:
-        return await self.hits.count_documents({"contact_id": contact_id})
-
     async def latest_for_contacts(self, contact_ids: list[str]) -> dict[str, Document]:
-        """The newest hit of each contact, in one aggregation."""
-        pipeline: list[Document] = [
-            {"$match": {"contact_id": {"$in": contact_ids}}},
-            {"$sort": {"occurred_at": -1}},
-            {"$group": {"_id": "$contact_id", "hit": {"$first": "$$ROOT"}}},
-        ]
-        return {doc["_id"]: doc["hit"] async for doc in await self.hits.aggregate(pipeline)}
+        """The newest hit of each contact (one index entry each, never a whole history)."""
+        pages = await self.pages_for_contacts(contact_ids, before=None, limit=1)
+        return {contact_id: docs[0] for contact_id, docs in pages.items() if docs}
 
     async def contacts_with_url(self, fragment: str, limit: int, scan: int = URL_SEARCH_HITS) -> list[str]:
         """Contacts with a hit whose URL contains `fragment` (case-insensitive), among the newest
@@ -166,9 +143,6 @@ class HitRepository:
 
     async def contacts_with_utm(self, values: dict[str, str], limit: int) -> list[str]:
         return [str(c) for c in (await self.utm_records.distinct("contact_id", values))[:limit]]
-
-    async def ips_for_contact(self, contact_id: str, limit: int = 100) -> list[str]:
-        return [str(ip) for ip in (await self.hits.distinct("ip", {"contact_id": contact_id})) if ip][:limit]
 
     async def delete_for_contact(self, contact_id: str) -> tuple[int, int]:
         hits = await self.hits.delete_many({"contact_id": contact_id})

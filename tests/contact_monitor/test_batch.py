@@ -5,7 +5,7 @@ import asyncio
 
 import pytest
 from pymongo import AsyncMongoClient, monitoring
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, ServerSelectionTimeoutError
 
 from contact_monitor.storage.batch import InsertBatcher
 
@@ -83,3 +83,21 @@ async def test_larger_loads_make_larger_batches(collection):
     assert sum(inserts.sizes) == 120 and max(inserts.sizes) == 50 and len(inserts.sizes) == 3
     docs = [d["n"] async for d in target.find()]
     assert sorted(docs) == list(range(120))
+
+
+async def test_when_the_database_is_down_everyone_waiting_hears_it_at_once(tmp_path):
+    """A whole batch failing (no server) fails the batches queued behind it too, instead of
+    each waiting out its own server-selection timeout; and no caller is left waiting."""
+    from contact_monitor.embedded import free_port
+
+    client = AsyncMongoClient(f"mongodb://127.0.0.1:{free_port()}/?serverSelectionTimeoutMS=200")
+    try:
+        batcher = InsertBatcher(client["db"]["down"], max_size=1, max_delay=3600)
+        written = []
+        batcher.on_batch = lambda collection, size, seconds: written.append(size)
+        results = await asyncio.gather(*(batcher.insert({"n": i}) for i in range(3)), return_exceptions=True)
+        assert all(isinstance(result, ServerSelectionTimeoutError) for result in results)
+        assert written == [1]  # one attempt; the two queued behind it failed with it
+        assert batcher.pending == []
+    finally:
+        await client.close()

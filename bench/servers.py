@@ -1,0 +1,41 @@
+"""The two servers every ingest benchmark compares: `contact-monitor serve` on the embedded
+default, and the trivial GIF route (`baseline_app.py`), under the same uvicorn settings."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def start_service(data_dir: Path, port: int, *uvicorn_args: str) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CM_")}
+    env.update({"CM_DATA_DIR": str(data_dir), "CM_COOKIE_SECURE": "false"})
+    command = [sys.executable, "-m", "contact_monitor.cli", "serve", "--port", str(port), *uvicorn_args]
+    return subprocess.Popen(command, env=env, cwd=ROOT, stderr=subprocess.DEVNULL)
+
+
+def start_baseline(port: int, *uvicorn_args: str) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "uvicorn", "bench.baseline_app:app", "--port", str(port), *uvicorn_args]
+    return subprocess.Popen(command, cwd=ROOT)
+
+
+def wait_for(url: str, process: subprocess.Popen[bytes], timeout: float = 90) -> None:
+    """Until `url` answers 200; exits when the process died or the time ran out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"server exited with {process.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"{url} did not answer")
