@@ -19,7 +19,10 @@ from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLHTTPResponse
-from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+    Operation,
+)
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
     ConnectionInitMessage,
     SubscribeMessage,
@@ -28,12 +31,14 @@ from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET, UnsetType
 
 from api.context import Context
+from api.live import live_operation
 from api.schema import schema
-from api.sockets import SOCKET_KEY, SocketRefused, SocketRegistry, close, refuse
+from api.sockets import SOCKET_KEY, STUCK_CODE, STUCK_REASON, SocketRefused, SocketRegistry, close, refuse
 from contact_monitor.core.errors import PayloadTooLarge, RequestRefused, Unauthenticated, UserError
 from contact_monitor.core.keys import bearer_token, key_of
 from contact_monitor.core.services import Services
 from contact_monitor.settings import Settings
+from subscriptions.shared import current_operation
 
 MAX_BODY_BYTES = 1024 * 1024
 SCOPE_KEY = "cm.api_key"
@@ -56,6 +61,24 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
                 await close(self.websocket_request, 4403, "API key revoked")
                 return
         await super().handle_subscribe(message)
+
+    async def run_operation(self, operation: Operation[Context, None]) -> None:
+        """Runs the operation with `current_operation` set, so that a live subscription shares
+        one execution per event with every other subscription of the same operation (api/live.py);
+        other operations are not affected by it."""
+        if self.context.shared is not None:
+            websocket = self.websocket_request
+            current_operation.set(
+                live_operation(
+                    self.context,
+                    operation.id,
+                    operation.query,
+                    operation.variables,
+                    operation.operation_name,
+                    on_stuck=lambda: close(websocket, STUCK_CODE, STUCK_REASON),
+                )
+            )
+        await super().run_operation(operation)
 
     async def send_message(self, message: Any) -> None:
         if message.get("type") == "error":
@@ -125,6 +148,7 @@ class ContactMonitorGraphQL(GraphQL[Context, None]):
         return Context(
             services=services,
             hub=request.state.hub,
+            shared=getattr(request.state, "shared", None),
             role=key["role"],
             key_name=key["name"],
             request=request,

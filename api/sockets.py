@@ -6,6 +6,9 @@ Close codes (also in the README):
 - 4429: the key already holds CM_WS_MAX_PER_KEY sockets on this process;
 - 4403: a missing, invalid or revoked key (at `connection_init`, at every `subscribe`, and within
   CM_KEY_RECHECK_SECONDS of a revocation while the socket is open);
+- 4410: a subscription whose socket stopped reading: its queue of CM_SUBSCRIPTION_QUEUE events
+  stayed full (LAGGED) for CM_WS_STUCK_SECONDS while events kept coming; the close frame follows
+  what was already written, and the client can resume from the LAGGED marker's cursor;
 - 4406: no subprotocol we speak (only `graphql-transport-ws`): the socket is accepted with the
   client's first subprotocol and then closed, so that browsers report 4406 and not 1006.
 """
@@ -25,6 +28,8 @@ from contact_monitor.storage import Storage
 
 log = logging.getLogger(__name__)
 SOCKET_KEY = "cm.socket"
+STUCK_CODE = 4410
+STUCK_REASON = "the client stopped reading: events were dropped for too long; resume from the LAGGED cursor"
 
 
 class SocketRefused(Exception):

@@ -58,6 +58,17 @@ end
 """
 
 
+def write_mix(script: Path, app_url: str, devices: int) -> None:
+    """The wrk Lua mix, with a pool of `devices` created first (one new visitor each)."""
+    created = []
+    with httpx.Client(base_url=app_url, headers={"User-Agent": UA}) as client:
+        for i in range(devices):
+            client.cookies.clear()
+            response = client.get("/mtracking.gif", params={"page_url": f"https://shop.example.com/{i}"})
+            created.append(response.cookies["mautic_device_id"])
+    script.write_text(LUA % {"devices": ", ".join(f'"{d}"' for d in created), "ua": UA})
+
+
 def descendants(pid: int) -> list[int]:
     """pid and every process below it (uvicorn workers, the embedded servers)."""
     children: dict[int, list[int]] = {}
@@ -134,13 +145,7 @@ def main() -> None:
         state = json.loads((data_dir / "embedded.json").read_text())
         mongo_uri, redis_uri = state["mongodb"]["uri"], state["redis"]["uri"]
 
-        devices = []
-        with httpx.Client(base_url=app_url, headers={"User-Agent": UA}) as client:
-            for i in range(args.devices):
-                client.cookies.clear()
-                response = client.get("/mtracking.gif", params={"page_url": f"https://shop.example.com/{i}"})
-                devices.append(response.cookies["mautic_device_id"])
-        script.write_text(LUA % {"devices": ", ".join(f'"{d}"' for d in devices), "ua": UA})
+        write_mix(script, app_url, args.devices)
 
         with MongoClient(mongo_uri) as mongo:
             hits_before = mongo.get_default_database("contact_monitor").hits.count_documents({})

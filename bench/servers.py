@@ -14,9 +14,17 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def start_service(data_dir: Path, port: int, *uvicorn_args: str) -> subprocess.Popen[bytes]:
+def service_env(data_dir: Path, **settings: str) -> dict[str, str]:
+    """This environment without CM_* variables, plus the data directory and `settings`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CM_")}
-    env.update({"CM_DATA_DIR": str(data_dir), "CM_COOKIE_SECURE": "false"})
+    env.update({"CM_DATA_DIR": str(data_dir), "CM_COOKIE_SECURE": "false", **settings})
+    return env
+
+
+def start_service(
+    data_dir: Path, port: int, *uvicorn_args: str, settings: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    env = service_env(data_dir, **(settings or {}))
     command = [sys.executable, "-m", "contact_monitor.cli", "serve", "--port", str(port), *uvicorn_args]
     return subprocess.Popen(command, env=env, cwd=ROOT, stderr=subprocess.DEVNULL)
 

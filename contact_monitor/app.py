@@ -35,6 +35,7 @@ from ingest.routes import replay_hit
 from ingest.useragent import warm_up
 from mtc_js import routes as tracker_routes
 from subscriptions.hub import StreamHub
+from subscriptions.shared import SharedFeeds
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +56,35 @@ def error_response(
 
 
 def watch(
-    metrics: Metrics, storage: Storage, hub: StreamHub, graphql: GraphQLEndpoint, pipeline: IngestPipeline
+    metrics: Metrics,
+    storage: Storage,
+    hub: StreamHub,
+    shared: SharedFeeds | None,
+    graphql: GraphQLEndpoint,
+    pipeline: IngestPipeline,
 ) -> None:
     """Connect what the composition root owns to the metrics."""
     for batcher in storage.batchers():
         batcher.on_batch = metrics.observe_batch
-    metrics.gauge(
-        "cm_subscribers", "Live-feed subscriptions open in this process.", lambda: len(hub.subscribers)
-    )
+
+    def subscriptions() -> int:
+        # The hub's subscribers are lone subscriptions and groups; a group counts its members.
+        if shared is None:
+            return len(hub.subscribers)
+        return len(hub.subscribers) - len(shared.groups) + shared.members
+
+    metrics.gauge("cm_subscribers", "Live-feed subscriptions open in this process.", subscriptions)
+    if shared is not None:
+        metrics.gauge(
+            "cm_shared_feeds",
+            "Groups of live subscriptions sharing one execution per event.",
+            lambda: len(shared.groups),
+        )
+        metrics.gauge(
+            "cm_stuck_sockets_closed",
+            "Subscriptions closed with 4410 because their socket stopped reading.",
+            lambda: shared.closed_stuck,
+        )
     metrics.gauge("cm_stream_reader_restarts", "Restarts of the stream reader.", lambda: hub.restarts)
     metrics.gauge(
         "cm_websockets", "Websockets open on /graphql in this process.", lambda: graphql.sockets.open
@@ -161,10 +183,25 @@ def create_app(settings: Settings) -> Starlette:
             services = Services.open(settings, storage, redis)
             hub = StreamHub(redis, settings.stream_key, settings.subscription_queue)
             await hub.start()
+            shared = (
+                SharedFeeds(
+                    hub,
+                    settings.subscription_queue,
+                    settings.ws_stuck_seconds,
+                    settings.live_linger_ms / 1000,
+                )
+                if settings.shared_feeds
+                else None
+            )
             republisher = asyncio.create_task(services.publisher.republish(), name="outbox-republisher")
             pipeline = IngestPipeline(services)
-            watch(services.metrics, storage, hub, graphql, pipeline)
-            state: dict[str, object] = {"services": services, "pipeline": pipeline, "hub": hub}
+            watch(services.metrics, storage, hub, shared, graphql, pipeline)
+            state: dict[str, object] = {
+                "services": services,
+                "pipeline": pipeline,
+                "hub": hub,
+                "shared": shared,
+            }
             replayer = asyncio.create_task(
                 pipeline.spool.replay_forever(state, replay_hit), name="spool-replayer"
             )

@@ -57,7 +57,7 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from contact_monitor.serving import LongTargetHttpToolsProtocol
+    from contact_monitor.serving import FrameWritingProtocol, LongTargetHttpToolsProtocol
 
     settings = _settings()
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
@@ -76,6 +76,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             proxy_headers=False,
             server_header=False,
             http=LongTargetHttpToolsProtocol,
+            ws=FrameWritingProtocol,
+            # Frames of a few hundred bytes gain little from compression, and it would be paid
+            # per socket for the same frame.
+            ws_per_message_deflate=False,
             access_log=args.access_log,
         )
     return 0

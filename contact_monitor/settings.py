@@ -57,6 +57,12 @@ class Settings:
     ws_max_per_key: int = 200
     ws_max_unauthenticated: int = 100
     key_recheck_seconds: float = 2.0
+    # Websocket subscriptions of the same operation share one execution per event; a socket
+    # whose queue stays full this long is closed (4410).
+    shared_feeds: bool = True
+    ws_stuck_seconds: float = 30.0
+    # How long a shared live feed waits for more events to send them in one write per socket.
+    live_linger_ms: int = 10
     # Parsed form of do_not_track_ips, filled in __post_init__.
     _dnt_networks: tuple[IPNetwork, ...] = field(default=(), repr=False, compare=False)
     _dnt_patterns: tuple[str, ...] = field(default=(), repr=False, compare=False)
@@ -82,6 +88,12 @@ class Settings:
             raise SettingsError(
                 f"CM_KEY_RECHECK_SECONDS must be between 0.1 and 3600, not {self.key_recheck_seconds}"
             )
+        if not 0.1 <= self.ws_stuck_seconds <= 86_400:
+            raise SettingsError(
+                f"CM_WS_STUCK_SECONDS must be between 0.1 and 86400, not {self.ws_stuck_seconds}"
+            )
+        if not 0 <= self.live_linger_ms <= 1000:
+            raise SettingsError(f"CM_LIVE_LINGER_MS must be between 0 and 1000, not {self.live_linger_ms}")
         if not 1 <= self.subscription_queue <= 1_000_000:
             raise SettingsError("CM_SUBSCRIPTION_QUEUE must be between 1 and 1000000")
         if self.max_body_bytes < 1024:
@@ -227,4 +239,7 @@ class Settings:
             ws_max_per_key=integer("CM_WS_MAX_PER_KEY", 200),
             ws_max_unauthenticated=integer("CM_WS_MAX_UNAUTHENTICATED", 100),
             key_recheck_seconds=number("CM_KEY_RECHECK_SECONDS", 2.0),
+            shared_feeds=flag("CM_SHARED_FEEDS", True),
+            ws_stuck_seconds=number("CM_WS_STUCK_SECONDS", 30.0),
+            live_linger_ms=integer("CM_LIVE_LINGER_MS", 10),
         )

@@ -15,13 +15,14 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
 Event = dict[str, Any]
+T = TypeVar("T")
 
 
 def stream_id(value: str | bytes) -> tuple[int, int]:
@@ -41,31 +42,41 @@ class Lagged:
     last_delivered: str | None
 
 
-class Subscriber:
-    def __init__(self, limit: int, accepts: Callable[[Event], bool] | None = None) -> None:
+class Subscriber(Generic[T]):
+    """A bounded queue of `(entry id, item)`; past `limit`, one LAGGED marker counts what did not
+    fit. Items are events for a lone subscription, rendered payloads for a member of a shared
+    group (subscriptions/shared.py)."""
+
+    def __init__(self, limit: int, accepts: Callable[[T], bool] | None = None) -> None:
         self.limit = limit
         # The subscription's filter, applied when an event is offered: events it does not want
         # cost no queue place, no LAGGED count and no GraphQL execution.
         self.accepts = accepts
-        self.queue: deque[tuple[str, Event] | Lagged] = deque()
+        self.queue: deque[tuple[str, T] | Lagged] = deque()
         self.last_queued: str | None = None
         self.ready = asyncio.Event()
 
-    def offer(self, entry_id: str, event: Event) -> None:
-        if self.accepts is not None and not self.accepts(event):
+    def offer(self, entry_id: str, item: T) -> None:
+        if self.accepts is not None and not self.accepts(item):
             return
         if len(self.queue) >= self.limit:
-            tail = self.queue[-1] if self.queue else None
-            if isinstance(tail, Lagged):
-                tail.skipped += 1
-            else:
-                self.queue.append(Lagged(1, self.last_queued))
+            self.lag(1, self.last_queued)
         else:
-            self.queue.append((entry_id, event))
+            self.queue.append((entry_id, item))
             self.last_queued = entry_id
         self.ready.set()
 
-    async def get(self) -> tuple[str, Event] | Lagged:
+    def lag(self, skipped: int, last_delivered: str | None) -> None:
+        """Count `skipped` events as missed, in one marker at the tail whose cursor is
+        `last_delivered` (the last event the subscriber gets before the gap)."""
+        tail = self.queue[-1] if self.queue else None
+        if isinstance(tail, Lagged):
+            tail.skipped += skipped
+        else:
+            self.queue.append(Lagged(skipped, last_delivered))
+        self.ready.set()
+
+    async def get(self) -> tuple[str, T] | Lagged:
         while not self.queue:
             self.ready.clear()
             await self.ready.wait()
@@ -78,7 +89,7 @@ class StreamHub:
         self.stream_key = stream_key
         self.queue_limit = queue_limit
         self.block_ms = block_ms
-        self.subscribers: set[Subscriber] = set()
+        self.subscribers: set[Subscriber[Event]] = set()
         self.last_id = "$"
         self._task: asyncio.Task[None] | None = None
         # Supervision: how often the reader died of something other than a Redis error, and of
@@ -101,8 +112,10 @@ class StreamHub:
                 await self._task
 
     @contextlib.asynccontextmanager
-    async def subscribe(self, accepts: Callable[[Event], bool] | None = None) -> AsyncIterator[Subscriber]:
-        subscriber = Subscriber(self.queue_limit, accepts)
+    async def subscribe(
+        self, accepts: Callable[[Event], bool] | None = None
+    ) -> AsyncIterator[Subscriber[Event]]:
+        subscriber: Subscriber[Event] = Subscriber(self.queue_limit, accepts)
         self.subscribers.add(subscriber)
         await self._notify()
         try:

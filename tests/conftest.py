@@ -164,7 +164,8 @@ class Harness:
 @contextlib.asynccontextmanager
 async def running(settings: Settings, *, ip: str = "203.0.113.10") -> AsyncIterator[Harness]:
     app = create_app(settings)
-    async with LifespanManager(app) as manager:
+    # The first start of a session warms the user-agent parser up (seconds on a busy machine).
+    async with LifespanManager(app, startup_timeout=60, shutdown_timeout=60) as manager:
         transport = httpx.ASGITransport(app=manager.app, client=(ip, 50000))
         async with httpx.AsyncClient(
             transport=transport, base_url=BASE_URL, headers={"User-Agent": CHROME}

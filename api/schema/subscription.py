@@ -16,6 +16,7 @@ from contact_monitor.core.activity import ACTIVITY_TYPES
 from contact_monitor.core.errors import BadUserInput
 from subscriptions.feed import MAX_ONLINE_WINDOW, FeedItem, activity_feed, visitors_online
 from subscriptions.filters import EventFilter
+from subscriptions.shared import current_operation, shared_feed
 
 if TYPE_CHECKING:  # built at run time from the core's list; to mypy it is some Enum
     ActivityType = Enum
@@ -130,13 +131,24 @@ async def _feed(
     info: Info, event_filter: EventFilter, after: str | None
 ) -> AsyncGenerator[ActivityEvent, None]:
     services = info.context.services
+    operation = current_operation.get()
+    feeds = info.context.shared
     try:
+        if operation is not None and feeds is not None:
+            # Over the websocket: executed once per event for every subscription of the same
+            # operation, written to this socket by the group (subscriptions/shared.py); nothing
+            # is yielded here.
+            await shared_feed(
+                feeds, services.redis, services.settings.stream_key, operation, event_filter, after
+            )
+            return
         feed = activity_feed(
             info.context.hub, services.redis, services.settings.stream_key, event_filter, after
         )
         # aclosing: a client that unsubscribes must unregister from the hub now, not at garbage collection.
         async with aclosing(feed) as items:
             async for item in items:
+                info.context.forget_loaded()  # the socket's context lives for hours: read afresh
                 yield ActivityEvent(item=item)
     except ValueError as exc:
         raise BadUserInput(f"invalid cursor: {exc}") from None

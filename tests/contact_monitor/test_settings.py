@@ -64,11 +64,24 @@ def test_everything_from_the_environment():
         ({"CM_DASHBOARD_ORIGINS": "http://dash.test/app"}, "CM_DASHBOARD_ORIGINS"),
         ({"CM_PROXY_HEADER": "x-real-ip"}, "CM_PROXY_HEADER"),
         ({"CM_WS_MAX_PER_KEY": "0"}, "CM_WS_MAX_PER_KEY"),
+        ({"CM_WS_STUCK_SECONDS": "0.05"}, "CM_WS_STUCK_SECONDS must be between 0.1 and 86400"),
+        ({"CM_WS_STUCK_SECONDS": "86401"}, "CM_WS_STUCK_SECONDS"),
+        ({"CM_LIVE_LINGER_MS": "-1"}, "CM_LIVE_LINGER_MS must be between 0 and 1000"),
+        ({"CM_LIVE_LINGER_MS": "1001"}, "CM_LIVE_LINGER_MS"),
+        ({"CM_SHARED_FEEDS": "sometimes"}, "CM_SHARED_FEEDS must be true or false"),
     ],
 )
 def test_bad_values_name_the_variable(env, message):
     with pytest.raises(SettingsError, match=message):
         Settings.from_env(env)
+
+
+def test_live_feed_limits_at_their_bounds():
+    low = Settings.from_env({"CM_WS_STUCK_SECONDS": "0.1", "CM_LIVE_LINGER_MS": "0", "CM_SHARED_FEEDS": "no"})
+    assert (low.ws_stuck_seconds, low.live_linger_ms, low.shared_feeds) == (0.1, 0, False)
+    high = Settings.from_env({"CM_WS_STUCK_SECONDS": "86400", "CM_LIVE_LINGER_MS": "1000"})
+    assert (high.ws_stuck_seconds, high.live_linger_ms, high.shared_feeds) == (86400, 1000, True)
+    assert (Settings().ws_stuck_seconds, Settings().live_linger_ms) == (30.0, 10)
 
 
 def test_origins_may_be_exact_wildcards_or_any():

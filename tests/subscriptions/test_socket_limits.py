@@ -13,6 +13,7 @@ from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 from contact_monitor.app import create_app
+from tests.conftest import CHROME
 from tests.servers import create_key, server_env
 
 PROTOCOL = ["graphql-transport-ws"]
@@ -137,3 +138,42 @@ def test_errors_sent_over_the_socket_carry_codes(strict):
             assert message["id"] == "one-too-many" and message["type"] == "error"
             assert message["payload"][0]["message"] == "Subscription limit reached"
             assert message["payload"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+
+
+def test_without_the_servers_frame_writer_shared_feeds_go_through_asgi(strict):
+    """The TestClient is no uvicorn: no raw-frame extension, so every frame of a shared group is
+    written through ASGI by each member's own writer; both members get every event, and a
+    socket subscribed twice under different ids gets each frame with its own id."""
+    settings, env = strict
+    key = create_key(env, "dash", "read")
+    with TestClient(create_app(settings)) as client:
+        with (
+            client.websocket_connect("/graphql", subprotocols=PROTOCOL) as one,
+            client.websocket_connect("/graphql", subprotocols=PROTOCOL) as two,
+        ):
+            init(one, key)
+            init(two, key)
+            query = {"query": "subscription { liveVisits { type hit { url } } }"}
+            one.send_text(json.dumps({"id": "a", "type": "subscribe", "payload": query}))
+            one.send_text(json.dumps({"id": "b", "type": "subscribe", "payload": query}))
+            two.send_text(json.dumps({"id": "a", "type": "subscribe", "payload": query}))
+            metrics = {"Authorization": f"Bearer {key}"}
+            for _ in range(500):  # until the three subscriptions have joined their group
+                if "cm_subscribers 3.0" in client.get("/metrics", headers=metrics).text:
+                    break
+            else:
+                raise AssertionError("the subscriptions did not start")
+            assert "cm_shared_feeds 1.0" in client.get("/metrics", headers=metrics).text
+            for i in range(3):
+                client.post(
+                    "/mtc/event", data={"page_url": f"https://s.test/{i}"}, headers={"User-Agent": CHROME}
+                )
+            got: dict[str, list[str]] = {"a": [], "b": []}
+            while len(got["a"]) + len(got["b"]) < 6:
+                message = json.loads(one.receive_text())
+                got[message["id"]].append(message["payload"]["data"]["liveVisits"]["hit"]["url"])
+            urls = [f"https://s.test/{i}" for i in range(3)]
+            assert got == {"a": urls, "b": urls}
+            assert [
+                json.loads(two.receive_text())["payload"]["data"]["liveVisits"]["hit"]["url"] for _ in urls
+            ] == urls
