@@ -127,8 +127,8 @@ class IngestPipeline:
         return outcome
 
     async def store_hit(self, visit: Visit, contact_id: str, device: Document) -> tuple[str, Activity]:
-        """The hit (written once: its time on page is derived when read), the UTM record, and the
-        device's visit when something about the device changed."""
+        """The hit (written once: its time on page is derived when read; with UTM codes it is the
+        UTM record too), and the device's visit when something about the device changed."""
         hit = visit.hit
         now = hit.occurred_at
         hit_id = visit.hit_id or ObjectId()
@@ -143,19 +143,6 @@ class IngestPipeline:
             ),
         )
         self.identity.devices.put(seen)
-        if hit.utm:
-            await self.storage.hits.insert_utm(
-                {
-                    "contact_id": contact_id,
-                    "hit_id": hit_id,
-                    "occurred_at": now,
-                    "url": hit.url,
-                    "referrer": hit.referrer,
-                    "user_agent": visit.user_agent.raw,
-                    "query": hit_doc["query"],
-                    **hit.utm,
-                }
-            )
         activity = Activity(
             "page_hit",
             contact_id,
@@ -221,6 +208,8 @@ class IngestPipeline:
             "user_agent": visit.user_agent.as_document(),
             "ip": visit.ip,
             "utm": dict(hit.utm) or None,
+            # The id of the hit's UtmRecorded timeline entry (contact_monitor/storage/hits.py).
+            **({"utm_id": ObjectId()} if hit.utm else {}),
             "fingerprint": hit.fingerprint.as_document(),
             "privacy": dict(hit.privacy),
             "timezone": hit.timezone,
@@ -236,5 +225,5 @@ def public_hit(doc: Mapping[str, Any]) -> dict[str, Any]:
     return {
         ("id" if key == "_id" else key): (str(value) if key == "_id" else value)
         for key, value in doc.items()
-        if key != "query"
+        if key not in ("query", "utm_id")
     }

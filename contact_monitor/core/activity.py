@@ -48,8 +48,9 @@ ACTIVITY_TYPES: tuple[ActivityType, ...] = get_args(ActivityType)
 # contact_created saves an insert on every new visitor's hit.
 NOT_STORED: frozenset[ActivityType] = frozenset({"page_hit", "contact_created", "contact_deleted"})
 STORED_TYPES: tuple[ActivityType, ...] = tuple(t for t in ACTIVITY_TYPES if t not in NOT_STORED)
-# A contact's timeline: its page hits (`hits`), the UTM records of those hits (`utm_records`,
-# shown as their own entries) and the stored activities.
+# A contact's timeline: its page hits (`hits`), the UTM records of those hits (the hits with
+# UTM codes, and `utm_records` written by earlier versions; shown as their own entries) and the
+# stored activities.
 TIMELINE_TYPES: tuple[str, ...] = ("page_hit", "utm_recorded", *STORED_TYPES)
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,8 @@
     _id, contact_id, type (one of the stored activity kinds, `contact_monitor.core.activity`),
     occurred_at, data {type-specific}
 
-Page hits live in `hits` and UTM records in `utm_records`; the timeline merges the three.
+Page hits live in `hits`, which are the UTM records too (plus `utm_records` written by earlier
+versions); the timeline merges them.
 """
 
 from __future__ import annotations

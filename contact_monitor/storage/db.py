@@ -93,7 +93,7 @@ class Storage:
 
     def batchers(self) -> tuple[InsertBatcher, ...]:
         """The group commits of the hot path (storage/batch.py)."""
-        return (self.contacts.inserts, self.devices.inserts, self.hits.hit_inserts, self.hits.utm_inserts)
+        return (self.contacts.inserts, self.devices.inserts, self.hits.hit_inserts)
 
     async def close(self) -> None:
         """Write the inserts still pending (group commit), then close the client."""

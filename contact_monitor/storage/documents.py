@@ -25,6 +25,7 @@ async def newest_per_contact(
     time_field: str,
     before: Cursor | None,
     limit: int,
+    id_field: str = "_id",
 ) -> dict[str, list[Document]]:
     """The newest `limit` documents of each contact matching `match`, after `before`: one
     command for a whole page of contacts, and per contact one range of the (contact_id, time)
@@ -32,9 +33,9 @@ async def newest_per_contact(
     is never read whole."""
     query = dict(match)
     if before is not None:
-        query.update(older_than(time_field, before))
+        query.update(older_than(time_field, before, id_field))
     per_contact: list[Document] = [{"$match": query}] if query else []
-    per_contact += [{"$sort": {time_field: -1, "_id": -1}}, {"$limit": limit}]
+    per_contact += [{"$sort": {time_field: -1, id_field: -1}}, {"$limit": limit}]
     pipeline: list[Document] = [
         {"$documents": [{"_id": contact_id} for contact_id in dict.fromkeys(contact_ids)]},
         {
@@ -50,7 +51,8 @@ async def newest_per_contact(
     return {doc["_id"]: doc["docs"] async for doc in await collection.database.aggregate(pipeline)}
 
 
-def older_than(time_field: str, cursor: Cursor) -> Document:
-    """The entries after `cursor` in `newest_first(time_field)` order."""
+def older_than(time_field: str, cursor: Cursor, id_field: str = "_id") -> Document:
+    """The entries after `cursor` in `newest_first(time_field)` order (ties broken by
+    `id_field`)."""
     at, key = cursor
-    return {"$or": [{time_field: {"$lt": at}}, {time_field: at, "_id": {"$lt": key}}]}
+    return {"$or": [{time_field: {"$lt": at}}, {time_field: at, id_field: {"$lt": key}}]}

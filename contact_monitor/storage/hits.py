@@ -1,4 +1,4 @@
-"""The `hits` collection (page hits and screen views) and `utm_records`.
+"""The `hits` collection (page hits and screen views), which also holds the UTM records.
 
 A hit document (the data contract operators query for BI and backups):
     _id, occurred_at (hits are written once: time on page is derived when read, `next_times`;
@@ -8,9 +8,14 @@ A hit document (the data contract operators query for BI and backups):
     user_agent {raw, client_type, browser, browser_version, os, os_version, device_type, brand, model}
     ip (or truncated / null when anonymising)
     utm {utm_source, utm_medium, utm_campaign, utm_content, utm_term} (only non-empty keys) or null
+    utm_id (only with utm: the id of the hit's UtmRecorded timeline entry)
     fingerprint {hash, resolution, timezone_offset, platform, adblock, do_not_track}
     timezone, counter, endpoint ("pixel" | "event"), clickthrough, query (the received parameters)
 The whole data contract: docs/data-contract.md.
+
+A hit with UTM codes is the timeline's UtmRecorded entry too (id `utm_id`, ordered by
+(occurred_at, utm_id)): nothing more is written for it. `utm_records` holds the records written
+separately before that; they are still read, moved by merges and erased.
 """
 
 from __future__ import annotations
@@ -40,12 +45,17 @@ class HitRepository:
         self.hits = db["hits"]
         self.utm_records = db["utm_records"]
         self.hit_inserts = InsertBatcher(self.hits)
-        self.utm_inserts = InsertBatcher(self.utm_records)
 
     async def create_indexes(self) -> None:
         await self.hits.create_index([("contact_id", ASCENDING), ("occurred_at", DESCENDING)])
         await self.hits.create_index([("device_id", ASCENDING), ("occurred_at", DESCENDING)])
         await self.hits.create_index([("occurred_at", DESCENDING)])
+        # The UTM records among a contact's hits, without reading the hits that have none.
+        await self.hits.create_index(
+            [("contact_id", ASCENDING), ("occurred_at", DESCENDING), ("utm_id", DESCENDING)],
+            name="utm_records",
+            partialFilterExpression={"utm_id": {"$exists": True}},
+        )
         await self.utm_records.create_index([("contact_id", ASCENDING), ("occurred_at", DESCENDING)])
 
     async def insert(self, hit: Document) -> Any:
@@ -92,16 +102,25 @@ class HitRepository:
     async def exists(self, hit_id: Any) -> bool:
         return await self.hits.find_one({"_id": hit_id}, {"_id": 1}) is not None
 
-    async def insert_utm(self, record: Document) -> None:
-        await self.utm_inserts.insert(record)
-
     async def pages_for_contacts(
         self, contact_ids: list[str], *, before: Cursor | None, limit: int, utm: bool = False
     ) -> dict[str, list[Document]]:
         """Each contact's hits (or UTM records), newest first, after the cursor (occurred_at, _id)
-        when given: one command for a page of contacts."""
-        collection = self.utm_records if utm else self.hits
-        return await newest_per_contact(collection, contact_ids, {}, "occurred_at", before, limit)
+        when given: one command for a page of contacts (two for UTM records: those of the hits,
+        and those written separately before)."""
+        if not utm:
+            return await newest_per_contact(self.hits, contact_ids, {}, "occurred_at", before, limit)
+        match = {"utm_id": {"$exists": True}}
+        found = await newest_per_contact(
+            self.hits, contact_ids, match, "occurred_at", before, limit, "utm_id"
+        )
+        legacy = await newest_per_contact(self.utm_records, contact_ids, {}, "occurred_at", before, limit)
+        pages: dict[str, list[Document]] = {}
+        for contact_id in contact_ids:
+            records = [utm_record(hit) for hit in found.get(contact_id, [])] + legacy.get(contact_id, [])
+            records.sort(key=lambda doc: (doc["occurred_at"], doc["_id"]), reverse=True)
+            pages[contact_id] = records[:limit]
+        return pages
 
     async def counts_for_contacts(self, contact_ids: list[str]) -> dict[str, int]:
         pipeline: list[Document] = [
@@ -142,12 +161,18 @@ class HitRepository:
         return [str(doc["_id"]) async for doc in await self.hits.aggregate(pipeline)]
 
     async def contacts_with_utm(self, values: dict[str, str], limit: int) -> list[str]:
-        return [str(c) for c in (await self.utm_records.distinct("contact_id", values))[:limit]]
+        """Contacts with a UTM record carrying every given `utm_*` value (at most `limit`)."""
+        on_hits = {f"utm.{name}": value for name, value in values.items()}
+        found = [str(c) for c in (await self.hits.distinct("contact_id", on_hits))[:limit]]
+        legacy = [str(c) for c in (await self.utm_records.distinct("contact_id", values))[:limit]]
+        return list(dict.fromkeys(found + legacy))[:limit]
 
     async def delete_for_contact(self, contact_id: str) -> tuple[int, int]:
+        """Erases the contact's hits and UTM records: (hits, UTM records) deleted."""
+        utm_on_hits = await self.hits.count_documents({"contact_id": contact_id, "utm_id": {"$exists": True}})
         hits = await self.hits.delete_many({"contact_id": contact_id})
         utm = await self.utm_records.delete_many({"contact_id": contact_id})
-        return hits.deleted_count, utm.deleted_count
+        return hits.deleted_count, utm_on_hits + utm.deleted_count
 
     async def move(self, from_contact: str, to_contact: str) -> int:
         moved = await self.hits.update_many(
@@ -155,3 +180,19 @@ class HitRepository:
         )
         await self.utm_records.update_many({"contact_id": from_contact}, {"$set": {"contact_id": to_contact}})
         return moved.modified_count
+
+
+def utm_record(hit: Document) -> Document:
+    """A hit with UTM codes as its UtmRecorded entry, in the shape of the records written
+    separately before (`utm_records`)."""
+    return {
+        "_id": hit["utm_id"],
+        "contact_id": hit["contact_id"],
+        "hit_id": hit["_id"],
+        "occurred_at": hit["occurred_at"],
+        "url": hit.get("url"),
+        "referrer": hit.get("referrer"),
+        "user_agent": (hit.get("user_agent") or {}).get("raw"),
+        "query": hit.get("query"),
+        **(hit.get("utm") or {}),
+    }

@@ -92,3 +92,54 @@ async def test_types_filter_and_pagination(api):
             break
         after = page["pageInfo"]["endCursor"]
     assert paged == everything  # no gap, no duplicate across pages
+
+
+async def test_utm_records_come_from_the_hits_and_from_records_written_before(api):
+    """A hit with UTM codes is its own UtmRecorded entry (nothing else is written); records that
+    an earlier version wrote to `utm_records` still appear, and pages of one entry walk both
+    without a gap or a duplicate (a hit and its UTM entry share a time)."""
+    h = api.harness
+    async with h.browser() as browser:
+        first = await h.event(browser, page_url="https://s.test/?utm_source=ads&utm_campaign=Old")
+        await h.event(browser, page_url="https://s.test/?utm_source=news&utm_campaign=New")
+    assert await h.db.utm_records.count_documents({}) == 0
+    hits = [hit async for hit in h.db.hits.find().sort("occurred_at", 1)]
+    assert all("utm_id" in hit for hit in hits)
+    # What an earlier version wrote for the first hit, instead of its utm_id.
+    await h.db.hits.update_one({"_id": hits[0]["_id"]}, {"$unset": {"utm_id": ""}})
+    await h.db.utm_records.insert_one(
+        {
+            "contact_id": first["id"],
+            "hit_id": hits[0]["_id"],
+            "occurred_at": hits[0]["occurred_at"],
+            "url": hits[0]["url"],
+            "referrer": "",
+            "utm_source": "ads",
+            "utm_campaign": "Old",
+        }
+    )
+    everything = (await api(TIMELINE, {"id": first["id"], "first": 100}))["contact"]["timeline"]["edges"]
+    nodes = [edge["node"] for edge in everything]
+    # A UTM entry's id is newer than its hit's: it comes first at the same time.
+    assert [(n["__typename"], (n.get("utm") or {}).get("campaign")) for n in nodes] == [
+        ("UtmRecorded", "New"),
+        ("PageHit", None),
+        ("UtmRecorded", "Old"),
+        ("PageHit", None),
+    ]
+    assert [n["title"] for n in nodes if n["__typename"] == "UtmRecorded"] == [
+        "UTM Campaign: New",
+        "UTM Campaign: Old",
+    ]
+    paged, after = [], None
+    while True:
+        page = (await api(TIMELINE, {"id": first["id"], "first": 1, "after": after}))["contact"]["timeline"]
+        paged += [edge["node"] for edge in page["edges"]]
+        if not page["pageInfo"]["hasNextPage"]:
+            break
+        after = page["pageInfo"]["endCursor"]
+    assert paged == nodes
+    found = await api('{ contacts(filter: {utmSource: "ads"}) { edges { node { id } } } }')
+    assert [e["node"]["id"] for e in found["contacts"]["edges"]] == [first["id"]]
+    found = await api('{ contacts(filter: {utmSource: "news"}) { edges { node { id } } } }')
+    assert [e["node"]["id"] for e in found["contacts"]["edges"]] == [first["id"]]

@@ -200,9 +200,14 @@ async def test_utm_codes_from_the_page_url_create_a_utm_record(harness):
     hits = [h async for h in harness.db.hits.find().sort("occurred_at", 1)]
     assert hits[0]["utm"] == {"utm_source": "news", "utm_medium": "email", "utm_campaign": "Spring"}
     assert hits[1]["utm"] is None
-    records = [r async for r in harness.db.utm_records.find()]
-    assert len(records) == 1
-    assert records[0]["utm_campaign"] == "Spring" and records[0]["hit_id"] == hits[0]["_id"]
+    assert "utm_id" in hits[0] and "utm_id" not in hits[1]  # the hit is its UTM record
+    assert await harness.db.utm_records.count_documents({}) == 0  # nothing else is written
+    pages = await harness.services.storage.hits.pages_for_contacts(
+        [hits[0]["contact_id"]], before=None, limit=10, utm=True
+    )
+    [record] = pages[hits[0]["contact_id"]]
+    assert record["utm_campaign"] == "Spring" and record["hit_id"] == hits[0]["_id"]
+    assert record["_id"] == hits[0]["utm_id"]
 
 
 async def test_clickthrough_attribution_is_stored(harness):
