@@ -8,6 +8,7 @@ Accept: text/html) is served only with CM_GRAPHIQL=true.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import Any
 
 from cross_web import HTTPException
@@ -41,6 +42,7 @@ from contact_monitor.settings import Settings
 from subscriptions.shared import current_operation
 
 MAX_BODY_BYTES = 1024 * 1024
+log = logging.getLogger(__name__)
 SCOPE_KEY = "cm.api_key"
 
 
@@ -99,8 +101,29 @@ def with_code(error: dict[str, Any]) -> dict[str, Any]:
     return {**error, "extensions": extensions}
 
 
+class _StrawberryOriginAdvice(logging.Filter):
+    """Strawberry's own warning for a refused origin tells the user to change `allowed_origins`,
+    which they cannot: ours names CM_DASHBOARD_ORIGINS instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Rejected WebSocket connection from origin")
+
+
+logging.getLogger("strawberry.ws").addFilter(_StrawberryOriginAdvice())
+
+
 class ContactMonitorGraphQL(GraphQL[Context, None]):
     graphql_transport_ws_handler_class = TransportWSHandler
+
+    def is_websocket_origin_allowed(self, request: Any, origin: str) -> bool:
+        if super().is_websocket_origin_allowed(request, origin):
+            return True
+        log.warning(
+            "refused a /graphql websocket from origin %r (HTTP 403): add it to CM_DASHBOARD_ORIGINS "
+            "to let dashboards on it connect",
+            origin,
+        )
+        return False
 
     def __init__(self, *args: Any, sockets: SocketRegistry, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

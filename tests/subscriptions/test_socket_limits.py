@@ -177,3 +177,16 @@ def test_without_the_servers_frame_writer_shared_feeds_go_through_asgi(strict):
             assert [
                 json.loads(two.receive_text())["payload"]["data"]["liveVisits"]["hit"]["url"] for _ in urls
             ] == urls
+
+
+def test_a_refused_origin_is_logged_naming_the_setting(strict, caplog):
+    settings, _ = strict
+    with TestClient(create_app(replace(settings, dashboard_origins=("http://dash.test",)))) as client:
+        with pytest.raises(WebSocketDisconnect):
+            with client.websocket_connect(
+                "/graphql", subprotocols=PROTOCOL, headers={"origin": "http://evil.test"}
+            ):
+                pass
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("'http://evil.test'" in m and "CM_DASHBOARD_ORIGINS" in m for m in messages), messages
+    assert not any("allowed_origins" in m for m in messages), messages
