@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import statistics
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -135,3 +138,39 @@ async def test_errors_over_the_websocket_carry_codes(cluster):
         while (message := json.loads(await ws.recv())).get("id") != "2" or message["type"] != "next":
             pass  # the first operation's "complete"
         assert message["payload"]["errors"][0]["extensions"]["code"] == "FORBIDDEN"  # a read key
+
+
+def readme_follow(ws_url: str, printed: asyncio.Queue) -> Any:
+    """The README's Python live-feed example, verbatim but for its URL and its `print`."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = next(b for b in readme.split("```python\n")[1:] if "async def follow" in b).split("```")[0]
+    code = block.replace("wss://track.example.com/graphql", ws_url).replace(
+        'asyncio.run(follow("cm_..."))', ""
+    )
+    namespace: dict[str, Any] = {"print": lambda *args: printed.put_nowait(args)}
+    exec(compile(code, "README.md", "exec"), namespace)
+    return namespace["follow"]
+
+
+async def test_the_readme_python_example_follows_and_reports_errors(cluster):
+    printed: asyncio.Queue = asyncio.Queue()
+    follow = readme_follow(cluster.ws_url, printed)
+    with pytest.raises(RuntimeError, match="invalid cursor"):
+        await asyncio.wait_for(follow(cluster.key, after="garbage"), 30)
+    following = asyncio.create_task(follow(cluster.key))
+    try:
+        url = f"https://s.test/readme/{uuid.uuid4().hex}"
+        async with httpx.AsyncClient(base_url=cluster.ingest_url, headers={"User-Agent": CHROME}) as browser:
+            # Until the subscription has started: hits before it are not for this follower.
+            while True:
+                await browser.post("/mtc/event", data={"page_url": url})
+                try:
+                    line = await asyncio.wait_for(printed.get(), 1)
+                except TimeoutError:
+                    continue
+                break
+        while url not in str(line):
+            line = await asyncio.wait_for(printed.get(), 30)
+        assert line[1] == "PAGE_HIT" and line[3] == {"url": url}
+    finally:
+        following.cancel()
