@@ -32,7 +32,7 @@ from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET, UnsetType
 
 from api.context import Context
-from api.live import live_operation
+from api.live import Switch, live_operation
 from api.schema import schema
 from api.sockets import SOCKET_KEY, STUCK_CODE, STUCK_REASON, SocketRefused, SocketRegistry, close, refuse
 from contact_monitor.core.errors import PayloadTooLarge, RequestRefused, Unauthenticated, UserError
@@ -49,6 +49,11 @@ SCOPE_KEY = "cm.api_key"
 class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     """Strawberry's graphql-transport-ws handler, with our close codes (api/sockets.py), the key
     checked again at every `subscribe`, and `extensions.code` on every error it sends."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Per live operation: off once the client completes it (api/live.py, Switch).
+        self.switches: dict[str, Switch] = {}
 
     async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
         try:
@@ -67,20 +72,37 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     async def run_operation(self, operation: Operation[Context, None]) -> None:
         """Runs the operation with `current_operation` set, so that a live subscription shares
         one execution per event with every other subscription of the same operation (api/live.py);
-        other operations are not affected by it."""
+        other operations are not affected by it (the resolver of a live subscription builds its
+        LiveOperation once Strawberry has validated the document)."""
+        switch = None
         if self.context.shared is not None:
             websocket = self.websocket_request
+            switch = live_switch = self.switches[operation.id] = Switch()
+            context = self.context
             current_operation.set(
-                live_operation(
-                    self.context,
+                lambda: live_operation(
+                    context,
                     operation.id,
                     operation.query,
                     operation.variables,
                     operation.operation_name,
                     on_stuck=lambda: close(websocket, STUCK_CODE, STUCK_REASON),
+                    switch=live_switch,
                 )
             )
-        await super().run_operation(operation)
+        try:
+            await super().run_operation(operation)
+        finally:
+            if switch is not None and self.switches.get(operation.id) is switch:
+                del self.switches[operation.id]
+
+    async def cleanup_operation(self, operation_id: str) -> None:
+        """`complete` from the client (or the socket's end): nothing more is written for the
+        operation from now on, even by a group that runs before its task is cancelled."""
+        switch = self.switches.pop(operation_id, None)
+        if switch is not None:
+            switch.on = False
+        await super().cleanup_operation(operation_id)
 
     async def send_message(self, message: Any) -> None:
         if message.get("type") == "error":

@@ -94,8 +94,8 @@ def payload_text(data: Any, errors: list[GraphQLError] | None) -> str:
         payload["errors"] = [(_mask.anonymise_error(e) if should_mask(e) else e).formatted for e in errors]
     try:
         return orjson.dumps(payload).decode()
-    except TypeError:  # an integer past 64 bits in event data: the slower encoder takes it
-        return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    except TypeError:  # an integer past 64 bits, or a lone surrogate, in event data
+        return json.dumps(payload, separators=(",", ":"))  # ASCII: every frame encodes
 
 
 def _after_variable(document: DocumentNode) -> str | None:
@@ -122,6 +122,16 @@ def _after_variable(document: DocumentNode) -> str | None:
     return after.name.value if uses.count(after.name.value) == 1 else None
 
 
+class Switch:
+    """Off once the client completed the operation (or its socket closed): nothing more is
+    written for it, even by a group that has not noticed yet."""
+
+    __slots__ = ("on",)
+
+    def __init__(self) -> None:
+        self.on = True
+
+
 def live_operation(
     context: Context,
     operation_id: str,
@@ -129,7 +139,9 @@ def live_operation(
     variables: dict[str, Any] | None,
     operation_name: str | None,
     on_stuck: Callable[[], Awaitable[None]],
+    switch: Switch,
 ) -> LiveOperation:
+    """Called by the subscription resolver, after Strawberry has validated the operation."""
     websocket: WebSocket = context.request
     # The message around a payload: the operation id is the client's, the payload is shared.
     prefix = '{"id":' + json.dumps(operation_id) + ',"type":"next","payload":'
@@ -137,11 +149,14 @@ def live_operation(
 
     async def write(payload: str) -> None:
         try:
-            await websocket.send_text(prefix + payload + "}")
+            if switch.on:
+                await websocket.send_text(prefix + payload + "}")
+                return
         except (WebSocketDisconnect, RuntimeError, OSError):
-            # The socket is gone or closing: its handler cancels this operation when it sees
-            # the disconnect; until then nothing more is written.
-            await asyncio.Event().wait()
+            pass
+        # Completed, or the socket is gone or closing: its handler cancels this operation (when
+        # it sees the disconnect); until then nothing more is written.
+        await asyncio.Event().wait()
 
     renderer = Renderer(context, query, variables, operation_name)
     # `after` only chooses where this member's history starts; it does not change what an event
@@ -154,14 +169,19 @@ def live_operation(
         canonical = json.dumps(shared, sort_keys=True, default=str)
     key = (query, canonical, operation_name, context.role)
     sink = websocket.scope.get("extensions", {}).get(RAW_FRAMES)
+
+    def raw(frames: bytes) -> bool | None:
+        return sink.write(frames) if switch.on else False
+
     return LiveOperation(
         key=key,
         render=renderer,
         write=write,
         on_stuck=on_stuck,
-        raw=sink.write if sink is not None else None,
+        raw=raw if sink is not None else None,
         wire_key=operation_id,
         encode=lambda payload: text_frame(head + payload.encode() + b"}"),
+        abort=sink.abort if sink is not None else None,
     )
 
 

@@ -8,7 +8,9 @@ Close codes (also in the README):
   CM_KEY_RECHECK_SECONDS of a revocation while the socket is open);
 - 4410: a subscription whose socket stopped reading: its queue of CM_SUBSCRIPTION_QUEUE events
   stayed full (LAGGED) for CM_WS_STUCK_SECONDS while events kept coming; the close frame follows
-  what was already written, and the client can resume from the LAGGED marker's cursor;
+  what was queued (the LAGGED marker last: the client resumes from its cursor). If the close
+  cannot be written within the same time either, the connection is dropped
+  (subscriptions/shared.py);
 - 4406: no subprotocol we speak (only `graphql-transport-ws`): the socket is accepted with the
   client's first subprotocol and then closed, so that browsers report 4406 and not 1006.
 """

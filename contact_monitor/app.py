@@ -82,8 +82,13 @@ def watch(
         )
         metrics.gauge(
             "cm_stuck_sockets_closed",
-            "Subscriptions closed with 4410 because their socket stopped reading.",
+            "Subscriptions given up because their socket stopped reading (closed with 4410, or dropped).",
             lambda: shared.closed_stuck,
+        )
+        metrics.gauge(
+            "cm_stuck_sockets_dropped",
+            "Of those, connections dropped because even the close could not be written in time.",
+            lambda: shared.aborted_stuck,
         )
     metrics.gauge("cm_stream_reader_restarts", "Restarts of the stream reader.", lambda: hub.restarts)
     metrics.gauge(

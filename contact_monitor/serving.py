@@ -48,21 +48,34 @@ class LongTargetHttpToolsProtocol(HttpToolsProtocol):
 class RawFrames:
     """Complete websocket frames written to one socket's transport, if it can take them now."""
 
-    __slots__ = ("protocol",)
+    __slots__ = ("high_water", "protocol")
 
     def __init__(self, protocol: WebSocketsSansIOProtocol) -> None:
         self.protocol = protocol
+        try:
+            self.high_water = protocol.transport.get_write_buffer_limits()[1]
+        except (AttributeError, NotImplementedError):
+            self.high_water = 64 * 1024
 
     def write(self, frames: bytes) -> bool | None:
-        """True: written; None: the socket's buffer is full (send later, through ASGI); False:
-        the socket is closing or gone."""
+        """True: written; None: the socket's buffer would pass its high-water mark (send later,
+        through ASGI, which waits for room); False: the socket is closing or gone. So a socket
+        that does not read holds at most the high-water mark here."""
         protocol = self.protocol
-        if protocol.disconnected or protocol.close_sent or protocol.transport.is_closing():
+        transport = protocol.transport
+        if protocol.disconnected or protocol.close_sent or transport.is_closing():
             return False
-        if not protocol.writable.is_set():
+        if (
+            not protocol.writable.is_set()
+            or transport.get_write_buffer_size() + len(frames) > self.high_water
+        ):
             return None
-        protocol.transport.write(frames)
+        transport.write(frames)
         return True
+
+    def abort(self) -> None:
+        """Drops the connection at once (a client that has stopped reading can take no close)."""
+        self.protocol.transport.abort()
 
 
 class FrameWritingProtocol(WebSocketsSansIOProtocol):

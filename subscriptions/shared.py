@@ -15,7 +15,9 @@ every member:
   LAGGED marker in place of what did not fit, exactly as a lone subscriber would, and a member
   whose queue stays full for `stuck_seconds` while events keep coming is given up: it leaves the
   group, its writer writes what is queued (the LAGGED marker last, whose cursor tells the client
-  where to resume) and then calls `on_stuck` (the API closes the socket with 4410).
+  where to resume) and then calls `on_stuck` (the API closes the socket with 4410); if that has
+  not happened `stuck_seconds` later (a client that reads nothing cannot take the close either),
+  `abort` drops the connection. A member still sending its history is never stuck.
 
 Markers, the history of a resumed subscription and a GAP are rendered per member (they differ per
 member and are rare). The group's task ends when its last member leaves.
@@ -57,11 +59,15 @@ class LiveOperation:
     raw: RawWrite | None = None  # ready-made frames straight to the socket, when it can take them
     wire_key: Hashable = None  # operations with the same wire key get the same frame bytes
     encode: Callable[[str], bytes] | None = None  # a rendered payload to its frame bytes
+    abort: Callable[[], None] | None = None  # drops the connection (when even a close cannot go)
 
 
-# Set by the websocket transport for the task that runs one operation; unset (in-process
+# Set by the websocket transport for the task that runs one operation: builds its LiveOperation
+# (called by the resolver, once the document has been validated). Unset (in-process
 # `schema.subscribe`, tests of the resolver itself), subscriptions execute on their own.
-current_operation: ContextVar[LiveOperation | None] = ContextVar("current_operation", default=None)
+current_operation: ContextVar[Callable[[], LiveOperation] | None] = ContextVar(
+    "current_operation", default=None
+)
 
 
 class Member:
@@ -78,6 +84,9 @@ class Member:
         # The writer is sending (history, or an item it took from the queue): the group must
         # queue, not write around it.
         self.busy = True
+        # Sending its history: a full queue then is LAGGED, but not stuck (the client reads).
+        self.replaying = False
+        self.closed = False  # the 4410 close of a member given up was written
         self.last_sent: tuple[int, int] = (0, 0)
 
     def last_before_gap(self, fallback: str | None) -> str | None:
@@ -93,7 +102,7 @@ class Member:
 
     def offer(self, entry_id: str, payload: str) -> bool:
         """Queue a rendered event; False once the member has been full for too long."""
-        if len(self.queue.queue) < self.queue.limit:
+        if len(self.queue.queue) < self.queue.limit or self.replaying:
             self.full_since = None
         elif self.full_since is None:
             self.full_since = time.monotonic()
@@ -113,13 +122,7 @@ class SharedFeed:
         self.task: asyncio.Task[None] | None = None
         self.subscribed = asyncio.Event()
 
-    async def start(self) -> None:
-        """Subscribed to the hub before the first member is told it has joined: no event after
-        the join is missed."""
-        self.task = asyncio.create_task(self._run(), name=f"shared-feed-{id(self):x}")
-        await self.subscribed.wait()
-
-    async def _run(self) -> None:
+    async def run(self) -> None:
         async with self.feeds.hub.subscribe(self.filter.matches) as subscriber:
             self.subscribed.set()
             while True:
@@ -154,28 +157,42 @@ class SharedFeed:
         first, last = batch[0][1], batch[-1][1]
         wire: dict[Hashable, bytes] = {}
         for member in list(self.members):
-            fresh = batch if member.last_sent < first else [e for e in batch if e[1] > member.last_sent]
-            if not fresh:
-                continue
-            operation = member.operation
-            if member.direct() and operation.raw is not None and operation.encode is not None:
-                if fresh is batch:
-                    frames = wire.get(operation.wire_key)
-                    if frames is None:
-                        frames = wire[operation.wire_key] = b"".join(operation.encode(p) for *_, p in batch)
-                else:
-                    frames = b"".join(operation.encode(p) for *_, p in fresh)
-                written = operation.raw(frames)
-                if written:
-                    member.last_sent = last
-                    continue
-                if written is False:  # the socket is going: its handler ends the operation
-                    self._leave(member, "gone")
-                    continue
-            for entry_id, _, payload in fresh:
-                if not member.offer(entry_id, payload):
-                    self._give_up(member)
-                    break
+            try:
+                self._deliver_to(member, batch, first, last, wire)
+            except Exception:  # one member's failure must not cost the others the batch
+                log.exception("delivering live events to a subscription failed")
+                self._leave(member, "gone")
+
+    def _deliver_to(
+        self,
+        member: Member,
+        batch: list[tuple[str, tuple[int, int], str]],
+        first: tuple[int, int],
+        last: tuple[int, int],
+        wire: dict[Hashable, bytes],
+    ) -> None:
+        fresh = batch if member.last_sent < first else [e for e in batch if e[1] > member.last_sent]
+        if not fresh:
+            return
+        operation = member.operation
+        if member.direct() and operation.raw is not None and operation.encode is not None:
+            if fresh is batch:
+                frames = wire.get(operation.wire_key)
+                if frames is None:
+                    frames = wire[operation.wire_key] = b"".join(operation.encode(p) for *_, p in batch)
+            else:
+                frames = b"".join(operation.encode(p) for *_, p in fresh)
+            written = operation.raw(frames)
+            if written:
+                member.last_sent = last
+                return
+            if written is False:  # the socket is going: its handler ends the operation
+                self._leave(member, "gone")
+                return
+        for entry_id, _, payload in fresh:
+            if not member.offer(entry_id, payload):
+                self._give_up(member)
+                return
 
     async def _render(self, item: FeedItem) -> str:
         try:
@@ -190,10 +207,22 @@ class SharedFeed:
         self.members.discard(member)
         member.ended = why
         member.queue.ready.set()
+        self.feeds.forget_if_empty(self)
 
     def _give_up(self, member: Member) -> None:
         self._leave(member, "stuck")
         self.feeds.closed_stuck += 1
+        # A socket whose buffer never drains cannot take the close frame either: if it is not
+        # written within the same time, the connection is dropped.
+        abort = member.operation.abort
+        if abort is not None:
+
+            def drop() -> None:
+                if not member.closed:
+                    self.feeds.aborted_stuck += 1
+                    abort()
+
+            asyncio.get_running_loop().call_later(member.stuck_seconds, drop)
 
 
 INTERNAL_ERROR = json.dumps(
@@ -214,7 +243,8 @@ class SharedFeeds:
         self.stuck_seconds = stuck_seconds
         self.linger = linger
         self.groups: dict[Hashable, SharedFeed] = {}
-        self.closed_stuck = 0
+        self.closed_stuck = 0  # members given up (closed with 4410, or dropped)
+        self.aborted_stuck = 0  # of those, connections dropped: even the close could not be written
 
     @property
     def members(self) -> int:
@@ -226,20 +256,24 @@ class SharedFeeds:
         if group is None:
             group = SharedFeed(self, operation.key, event_filter, operation.render)
             self.groups[operation.key] = group
-            await group.start()
-        await group.subscribed.wait()  # a group another member is starting: subscribed to the hub first
+            group.task = asyncio.create_task(group.run(), name=f"shared-feed-{id(group):x}")
         member = Member(operation, self.queue_limit, self.stuck_seconds)
         group.members.add(member)
         try:
+            # Subscribed to the hub before the member is told it has joined: no event after the
+            # join is missed (also when another member is starting the group).
+            await group.subscribed.wait()
             yield member
         finally:
             group.members.discard(member)
-            if not group.members and self.groups.get(operation.key) is group:
-                del self.groups[operation.key]
-                assert group.task is not None
+            self.forget_if_empty(group)
+
+    def forget_if_empty(self, group: SharedFeed) -> None:
+        """A group without members stops (its task leaves the hub)."""
+        if not group.members and self.groups.get(group.key) is group:
+            del self.groups[group.key]
+            if group.task is not None:
                 group.task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await group.task
 
 
 async def shared_feed(
@@ -259,6 +293,7 @@ async def shared_feed(
         render, write = operation.render, operation.write
         if after is not None:
             member.last_sent = stream_id(after)
+            member.replaying = True
             oldest = await retention_gap(redis, stream_key, after)
             if oldest is not None:
                 await write(await render(FeedItem(cursor=after, kind="gap", oldest_cursor=oldest)))
@@ -266,6 +301,7 @@ async def shared_feed(
                 member.last_sent = stream_id(entry_id)
                 if event_filter.matches(event):
                     await write(await render(FeedItem(cursor=entry_id, kind="event", event=event)))
+            member.replaying = False
         queue = member.queue
         while True:
             if not queue.queue:
@@ -273,6 +309,7 @@ async def shared_feed(
                     if member.ended == "stuck":
                         # Everything queued, LAGGED marker included, is written: now the close.
                         await operation.on_stuck()
+                        member.closed = True
                     await asyncio.Event().wait()  # the transport ends this operation
                 member.busy = False  # the group may write directly until something is queued
             item = await queue.get()

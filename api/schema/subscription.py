@@ -131,9 +131,10 @@ async def _feed(
     info: Info, event_filter: EventFilter, after: str | None
 ) -> AsyncGenerator[ActivityEvent, None]:
     services = info.context.services
-    operation = current_operation.get()
+    make = current_operation.get()
     feeds = info.context.shared
     try:
+        operation = make() if make is not None and feeds is not None else None
         if operation is not None and feeds is not None:
             # Over the websocket: executed once per event for every subscription of the same
             # operation, written to this socket by the group (subscriptions/shared.py); nothing

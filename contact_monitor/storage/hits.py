@@ -56,6 +56,9 @@ class HitRepository:
             name="utm_records",
             partialFilterExpression={"utm_id": {"$exists": True}},
         )
+        # The utmSource / utmCampaign contact filters (sparse: only hits with that UTM value).
+        await self.hits.create_index([("utm.utm_source", ASCENDING)], sparse=True)
+        await self.hits.create_index([("utm.utm_campaign", ASCENDING)], sparse=True)
         await self.utm_records.create_index([("contact_id", ASCENDING), ("occurred_at", DESCENDING)])
 
     async def insert(self, hit: Document) -> Any:
@@ -161,11 +164,10 @@ class HitRepository:
         return [str(doc["_id"]) async for doc in await self.hits.aggregate(pipeline)]
 
     async def contacts_with_utm(self, values: dict[str, str], limit: int) -> list[str]:
-        """Contacts with a UTM record carrying every given `utm_*` value (at most `limit`)."""
+        """Contacts with a hit carrying every given `utm_*` value (at most `limit`). Every hit
+        has carried its `utm` (also those whose record is in `utm_records`): the hits answer."""
         on_hits = {f"utm.{name}": value for name, value in values.items()}
-        found = [str(c) for c in (await self.hits.distinct("contact_id", on_hits))[:limit]]
-        legacy = [str(c) for c in (await self.utm_records.distinct("contact_id", values))[:limit]]
-        return list(dict.fromkeys(found + legacy))[:limit]
+        return [str(c) for c in (await self.hits.distinct("contact_id", on_hits))[:limit]]
 
     async def delete_for_contact(self, contact_id: str) -> tuple[int, int]:
         """Erases the contact's hits and UTM records: (hits, UTM records) deleted."""

@@ -139,6 +139,7 @@ async def test_utm_records_come_from_the_hits_and_from_records_written_before(ap
             break
         after = page["pageInfo"]["endCursor"]
     assert paged == nodes
+    # The contact filters read the hits' own `utm`, which every version has written.
     found = await api('{ contacts(filter: {utmSource: "ads"}) { edges { node { id } } } }')
     assert [e["node"]["id"] for e in found["contacts"]["edges"]] == [first["id"]]
     found = await api('{ contacts(filter: {utmSource: "news"}) { edges { node { id } } } }')

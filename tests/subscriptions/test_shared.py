@@ -32,7 +32,7 @@ TIMEOUT = 30
 class Servers:
     unshared: int
     shared: int
-    strict: int  # CM_SUBSCRIPTION_QUEUE=5, CM_WS_STUCK_SECONDS=1
+    strict: int  # CM_SUBSCRIPTION_QUEUE=5, CM_WS_STUCK_SECONDS=2
     key: str
 
 
@@ -49,7 +49,7 @@ def servers(mongodb_uri: str, redis_url: str, tmp_path_factory: pytest.TempPathF
     settings = [
         {"CM_SHARED_FEEDS": "false"},
         {},
-        {"CM_SUBSCRIPTION_QUEUE": "5", "CM_WS_STUCK_SECONDS": "1"},
+        {"CM_SUBSCRIPTION_QUEUE": "5", "CM_WS_STUCK_SECONDS": "2"},
     ]
     ports = [free_port() for _ in settings]
     envs = [
@@ -78,18 +78,21 @@ async def subscribe(port: int, key: str, documents: dict[str, tuple[str, dict | 
     return ws
 
 
-async def registered(port: int, key: str, groups: int) -> None:
-    """Until the server's /metrics shows `groups` shared feeds (subscriptions start after the
-    `subscribe` message; events published before that would not reach them)."""
-    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {key}"}) as client:
-        deadline = time.monotonic() + TIMEOUT
-        while time.monotonic() < deadline:
-            text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
-            line = next((row for row in text.splitlines() if row.startswith("cm_shared_feeds ")), "")
-            if line and float(line.split()[1]) >= groups:
-                return
-            await asyncio.sleep(0.05)
-    raise AssertionError(f"{groups} shared feeds were not registered")
+async def metric(client: httpx.AsyncClient, port: int, key: str, name: str) -> float:
+    response = await client.get(
+        f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {key}"}
+    )
+    line = next((row for row in response.text.splitlines() if row.startswith(f"{name} ")), f"{name} 0")
+    return float(line.split()[1])
+
+
+async def reaches(client: httpx.AsyncClient, port: int, key: str, name: str, value: float) -> None:
+    """Until the server's /metrics shows `name` at `value` or more (subscriptions start after
+    the `subscribe` message: events published before that would not reach them)."""
+    deadline = time.monotonic() + TIMEOUT
+    while await metric(client, port, key, name) < value:
+        assert time.monotonic() < deadline, f"{name} did not reach {value}"
+        await asyncio.sleep(0.05)
 
 
 async def collect(ws: ClientConnection, done: dict[str, object]) -> dict[str, list[dict]]:
@@ -151,7 +154,10 @@ async def test_shared_execution_sends_what_a_lone_execution_sends(servers):
         await subscribe(servers.shared, servers.key, DOCUMENTS),
         await subscribe(servers.shared, servers.key, {**DOCUMENTS, "again": DOCUMENTS["dashboard"]}),
     ]
-    await registered(servers.shared, servers.key, len(DOCUMENTS))
+    async with httpx.AsyncClient() as client:
+        await reaches(client, servers.unshared, servers.key, "cm_subscribers", len(DOCUMENTS))
+        await reaches(client, servers.shared, servers.key, "cm_subscribers", 2 * len(DOCUMENTS) + 1)
+        assert await metric(client, servers.shared, servers.key, "cm_shared_feeds") == len(DOCUMENTS)
     run = uuid.uuid4().hex[:8]
     end_url = f"https://s.test/b/{run}/end"
     end_contact: list[str] = []
@@ -199,7 +205,8 @@ async def test_subscribers_resuming_from_different_cursors_share_one_group(serve
     ) as browser:
         cursors = []
         watcher = await subscribe(servers.shared, servers.key, {"w": (query, {"after": None})})
-        await registered(servers.shared, servers.key, 1)
+        async with httpx.AsyncClient() as client:
+            await reaches(client, servers.shared, servers.key, "cm_shared_feeds", 1)
         for i in range(3):
             await browser.post("/mtc/event", data={"page_url": f"https://s.test/{run}/history/{i}"})
             cursors.append(
@@ -222,11 +229,11 @@ async def test_subscribers_resuming_from_different_cursors_share_one_group(serve
             await ws.close()
 
 
-def raw_subscriber(port: int, key: str, query: str) -> tuple[socket.socket, BinaryIO]:
-    """A websocket client that subscribes and then does not read: a receive buffer of 4 KiB, so
-    that the server's buffers fill quickly."""
+def raw_subscriber(port: int, key: str, query: str, buffer: int) -> tuple[socket.socket, BinaryIO]:
+    """A websocket client that subscribes and then does not read, with a small receive buffer
+    so that the server's buffers fill quickly."""
     sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer)
     sock.settimeout(TIMEOUT)
     sock.connect(("127.0.0.1", port))
     sock.sendall(
@@ -260,54 +267,73 @@ def read_frame(reader: BinaryIO) -> tuple[int, bytes]:
     return first & 0x0F, reader.read(length)
 
 
-async def test_a_stuck_socket_is_closed_with_4410_while_a_healthy_one_gets_everything(servers):
-    query = "subscription { liveVisits { cursor type skipped hit { url } } }"
-    stuck, reader = await asyncio.to_thread(raw_subscriber, servers.strict, servers.key, query)
-    healthy = await subscribe(servers.strict, servers.key, {"1": (query, None)})
-    await registered(servers.strict, servers.key, 1)
-    run = uuid.uuid4().hex[:8]
-    sent = []
-    async with (
-        httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{servers.strict}", headers={"User-Agent": CHROME}
-        ) as browser,
-        httpx.AsyncClient(headers={"Authorization": f"Bearer {servers.key}"}) as api,
-    ):
-        received = 0
-        for i in range(2000):
-            # Frames of ~4 KiB fill the server's buffers for the stuck socket within a few dozen.
-            url = f"https://s.test/{run}/{i}/" + "x" * 4000
-            await browser.post("/mtc/event", data={"page_url": url})
-            sent.append(url)
-            async with asyncio.timeout(TIMEOUT):  # the healthy socket keeps up, event by event
-                while received < len(sent):
-                    message = json.loads(await healthy.recv())
-                    assert message["payload"]["data"]["liveVisits"]["hit"]["url"] == sent[received]
-                    received += 1
-            if i % 10 == 9:
-                metrics = (await api.get(f"http://127.0.0.1:{servers.strict}/metrics")).text
-                if "cm_stuck_sockets_closed 1.0" in metrics:
-                    break
-        else:
-            raise AssertionError("the stuck socket was never given up")
-    await healthy.close()
-
-    def drain() -> tuple[list[dict], int]:
-        frames, code = [], None
-        while code is None:
-            opcode, payload = read_frame(reader)
+def drain(source: BinaryIO) -> tuple[list[dict], int | None]:
+    """Frames until the close frame (its code) or the end of the connection (None)."""
+    frames: list[dict] = []
+    try:
+        while True:
+            opcode, payload = read_frame(source)
             if opcode == 1:
                 frames.append(json.loads(payload))
             elif opcode == 8:
-                code = struct.unpack("!H", payload[:2])[0]
-        return frames, code
+                return frames, struct.unpack("!H", payload[:2])[0]
+    except (ConnectionError, ValueError, struct.error):
+        return frames, None
 
-    frames, code = await asyncio.to_thread(drain)
-    stuck.close()
+
+async def until_given_up(
+    port: int, key: str, healthy: ClientConnection, client: httpx.AsyncClient, given_up: float
+) -> list[str]:
+    """Hits of ~8 KiB frames until the server gives a socket up; the healthy socket gets each
+    of them, in order, meanwhile. Returns the URLs sent."""
+    run = uuid.uuid4().hex[:8]
+    sent: list[str] = []
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{port}", headers={"User-Agent": CHROME}
+    ) as browser:
+        for i in range(2000):
+            url = f"https://s.test/{run}/{i}/" + "x" * 4000
+            await browser.post("/mtc/event", data={"page_url": url, "page_referrer": "r" * 4000})
+            sent.append(url)
+            async with asyncio.timeout(TIMEOUT):
+                message = json.loads(await healthy.recv())
+            assert message["payload"]["data"]["liveVisits"]["hit"]["url"] == url
+            if i % 4 == 3 and await metric(client, port, key, "cm_stuck_sockets_closed") > given_up:
+                return sent
+    raise AssertionError("the socket that stopped reading was never given up")
+
+
+async def test_a_stuck_socket_is_closed_with_4410_while_a_healthy_one_gets_everything(servers):
+    """A socket that stops reading is given up; read again at once, it gets what was queued,
+    the LAGGED marker last, then the 4410 close. One that never reads cannot take even the
+    close: its connection is dropped. A healthy socket gets every event meanwhile."""
+    query = "subscription { liveVisits { cursor type skipped hit { url referrer } } }"
+    port, key = servers.strict, servers.key
+    healthy = await subscribe(port, key, {"1": (query, None)})
+    async with httpx.AsyncClient() as client:
+        await reaches(client, port, key, "cm_subscribers", 1)
+        given_up = await metric(client, port, key, "cm_stuck_sockets_closed")
+        dropped = await metric(client, port, key, "cm_stuck_sockets_dropped")
+
+        silent, silent_reader = await asyncio.to_thread(raw_subscriber, port, key, query, 4096)
+        await reaches(client, port, key, "cm_subscribers", 2)
+        await until_given_up(port, key, healthy, client, given_up)
+        await reaches(client, port, key, "cm_stuck_sockets_dropped", dropped + 1)
+        _, silent_code = await asyncio.to_thread(drain, silent_reader)  # only now: dropped
+        silent.close()
+        assert silent_code is None
+
+        stuck, reader = await asyncio.to_thread(raw_subscriber, port, key, query, 4096)
+        await reaches(client, port, key, "cm_subscribers", 2)
+        sent = await until_given_up(port, key, healthy, client, given_up + 1)
+        frames, code = await asyncio.to_thread(drain, reader)  # reads again at once
+        stuck.close()
+        assert await metric(client, port, key, "cm_stuck_sockets_dropped") == dropped + 1
+    await healthy.close()
     assert code == 4410
     events = [f["payload"]["data"]["liveVisits"] for f in frames if f.get("type") == "next"]
     lagged = [event for event in events if event["type"] == "LAGGED"]
-    assert lagged and lagged[0]["skipped"] > 0
+    assert lagged and lagged[0]["skipped"] > 0 and events[-1] is lagged[-1]
     delivered = [event["hit"]["url"] for event in events if event["type"] == "PAGE_HIT"]
     assert delivered == sent[: len(delivered)]  # in order, nothing out of place before the gap
     assert lagged[0]["cursor"] == [e for e in events if e["type"] == "PAGE_HIT"][-1]["cursor"]

@@ -4,6 +4,7 @@ the real app with its lifespan, in a thread of its own."""
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 
 import pytest
@@ -158,11 +159,10 @@ def test_without_the_servers_frame_writer_shared_feeds_go_through_asgi(strict):
             one.send_text(json.dumps({"id": "b", "type": "subscribe", "payload": query}))
             two.send_text(json.dumps({"id": "a", "type": "subscribe", "payload": query}))
             metrics = {"Authorization": f"Bearer {key}"}
-            for _ in range(500):  # until the three subscriptions have joined their group
-                if "cm_subscribers 3.0" in client.get("/metrics", headers=metrics).text:
-                    break
-            else:
-                raise AssertionError("the subscriptions did not start")
+            deadline = time.monotonic() + 30  # until the three subscriptions have joined their group
+            while "cm_subscribers 3.0" not in client.get("/metrics", headers=metrics).text:
+                assert time.monotonic() < deadline, "the subscriptions did not start"
+                time.sleep(0.02)
             assert "cm_shared_feeds 1.0" in client.get("/metrics", headers=metrics).text
             for i in range(3):
                 client.post(
