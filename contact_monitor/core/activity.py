@@ -114,8 +114,16 @@ MARKER_SECONDS = 7 * 24 * 3600
 OUTBOX_BATCH = 500
 
 
+PUBLISH_BATCH = 512  # stream entries per pipelined round trip at most
+# One caller's activities, their encoded entries, and what it awaits (the entries' stream ids).
+Publication = tuple[Sequence[Activity], list[str], asyncio.Future[list[str]]]
+
+
 class ActivityPublisher:
-    """Appends activities to the stream in one pipelined round trip per request.
+    """Appends activities to the stream: the publishes of concurrent requests go together, one
+    pipelined round trip per batch (requests whose hits were stored in the same group commit
+    resume together and publish together). Each caller awaits its own entries' ids; one batch is
+    in flight at a time and what arrives meanwhile forms the next, so the order is kept.
 
     Nothing is lost when Redis is unavailable: the entries go to the MongoDB `outbox` (so do
     later ones while any wait there, to keep the order) and `republish` appends them, in order
@@ -138,6 +146,8 @@ class ActivityPublisher:
         self.outbox = outbox
         self.prefix = prefix
         self.backlog = False  # entries of this process wait in the outbox
+        self._pending: list[Publication] = []
+        self._sender: asyncio.Task[None] | None = None
         self.waiting = asyncio.Event()  # something was put in the outbox
         self.drained = asyncio.Event()  # the outbox was emptied (tests and readiness wait on it)
 
@@ -147,23 +157,64 @@ class ActivityPublisher:
         if not activities:
             return []
         events = [activity.to_json(contact) for activity in activities]
-        if self.backlog and self.outbox is not None:
-            await self._defer(activities, events)
-            return []
+        # Through the queue also while entries wait in the outbox: `_send` defers them there,
+        # after what was queued before them.
+        future: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
+        self._pending.append((activities, events, future))
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.create_task(self._send_pending(), name="activity-publisher")
+        return await future
+
+    async def _send_pending(self) -> None:
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for event in events:
-                    pipe.xadd(self.stream_key, {"event": event}, maxlen=self.maxlen, approximate=True)
-                self._track_online(pipe, activities)
-                ids = (await pipe.execute())[: len(activities)]
-        except RedisError:
-            if self.outbox is None:
-                log.exception("could not publish %d activities to %s", len(activities), self.stream_key)
-                return []
-            log.warning("Redis unavailable: %d stream entries kept in the outbox", len(events))
-            await self._defer(activities, events)
-            return []
-        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+            await asyncio.sleep(0)  # callers resumed in this same turn of the loop join the batch
+            while self._pending:
+                batch: list[Publication] = []
+                size = 0
+                while self._pending and (not batch or size + len(self._pending[0][1]) <= PUBLISH_BATCH):
+                    batch.append(self._pending.pop(0))
+                    size += len(batch[-1][1])
+                await self._send(batch)
+        except BaseException as exc:  # never leave a caller waiting on a dead sender
+            pending, self._pending = self._pending, []
+            for *_, future in pending:
+                if not future.done():
+                    future.set_exception(exc if isinstance(exc, Exception) else RuntimeError("stopped"))
+            raise
+
+    async def _send(
+        self, batch: list[tuple[Sequence[Activity], list[str], asyncio.Future[list[str]]]]
+    ) -> None:
+        activities = [activity for acts, _, _ in batch for activity in acts]
+        events = [event for _, evs, _ in batch for event in evs]
+        ids: list[str] = []
+        try:
+            if self.backlog and self.outbox is not None:  # Redis failed since these were queued
+                await self._defer(activities, events)
+            else:
+                try:
+                    async with self.redis.pipeline(transaction=False) as pipe:
+                        for event in events:
+                            pipe.xadd(self.stream_key, {"event": event}, maxlen=self.maxlen, approximate=True)
+                        self._track_online(pipe, activities)
+                        raw = (await pipe.execute())[: len(events)]
+                    ids = [i.decode() if isinstance(i, bytes) else str(i) for i in raw]
+                except RedisError:
+                    if self.outbox is None:
+                        log.exception("could not publish %d activities to %s", len(events), self.stream_key)
+                    else:
+                        log.warning("Redis unavailable: %d stream entries kept in the outbox", len(events))
+                        await self._defer(activities, events)
+        except Exception as exc:  # the outbox could not take them either: every caller hears it
+            for *_, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        offset = 0
+        for _, evs, future in batch:
+            if not future.done():  # the caller may have given up (cancelled)
+                future.set_result(ids[offset : offset + len(evs)])
+            offset += len(evs)
 
     async def _defer(self, activities: Sequence[Activity], events: Sequence[str]) -> None:
         assert self.outbox is not None
@@ -210,15 +261,18 @@ class ActivityPublisher:
     def _track_online(self, pipe: Any, activities: Sequence[Activity]) -> None:
         if self.online_key is None:
             return
+        newest = None
         for activity in activities:
             if activity.type == "page_hit":
                 now = activity.occurred_at.timestamp()
                 pipe.zadd(self.online_key, {activity.contact_id: now})
-                pipe.zremrangebyscore(self.online_key, "-inf", now - ONLINE_RETENTION_SECONDS)
+                newest = now if newest is None else max(newest, now)
             elif activity.type == "contact_merged":
                 pipe.zrem(self.online_key, str(activity.data.get("merged_id")))
             elif activity.type == "contact_deleted":
                 pipe.zrem(self.online_key, activity.contact_id)
+        if newest is not None:  # once per batch
+            pipe.zremrangebyscore(self.online_key, "-inf", newest - ONLINE_RETENTION_SECONDS)
 
     async def erase_waiting(self, contact_ids: set[str]) -> int:
         """Remove these contacts' entries from the outbox, and mark them appended so that a

@@ -3,6 +3,7 @@
 import asyncio
 
 import httpx
+from pymongo.errors import PyMongoError
 from redis.asyncio import Redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -234,6 +235,15 @@ async def test_pixel_hits_of_a_mongodb_outage_are_spooled_and_recorded_once_it_r
             # a replay that was interrupted and runs again must not write a hit twice
             (spool.directory / "0-earlier-run.jsonl").write_bytes(lines[0] + b"\n")
             mongodb = start_mongodb(tmp_path / "db", port=mongodb.port)
+            # Until the app's own client sees the server again (its selection timeout is 300 ms
+            # here, shorter than a rediscovery on a busy machine).
+            deadline = asyncio.get_running_loop().time() + 30
+            while True:
+                try:
+                    await h.services.storage.client.admin.command("ping")
+                    break
+                except PyMongoError:
+                    assert asyncio.get_running_loop().time() < deadline, "MongoDB did not come back"
             state = {"services": h.services, "pipeline": h.pipeline, "hub": h.hub}
             await spool.replay(state, replay_hit)  # the background replayer may have begun: one at a time
             urls = sorted([doc["url"] async for doc in h.db.hits.find({}, {"url": 1})])

@@ -1,6 +1,7 @@
 """The activity stream: what each stored activity appends to <prefix>activity."""
 
 import datetime as dt
+import json
 
 from contact_monitor.core.activity import Activity, ActivityPublisher
 
@@ -88,3 +89,33 @@ async def test_a_new_visitor_costs_no_timeline_write(harness):
     await harness.event(page_url="p")
     assert [e["type"] for e in await harness.stream()] == ["contact_created", "page_hit"]
     assert await harness.db.activities.count_documents({}) == 0
+
+
+async def test_concurrent_publishes_share_one_round_trip_and_keep_their_own_ids(harness):
+    """Requests that publish together (as those of one group commit do) are sent in one
+    pipeline: the online set is trimmed once for all of them, and each caller gets the ids of
+    its own entries, in its order."""
+    import asyncio
+
+    publisher = harness.services.publisher
+    now = dt.datetime.now(dt.UTC)
+    callers = [
+        [Activity("page_hit", f"c{i}", now, {"n": f"{i}-{j}"}) for j in range(1 + i % 3)] for i in range(20)
+    ]
+
+    async def trims() -> int:
+        stats = await harness.redis.info("commandstats")
+        return int(stats.get("cmdstat_zremrangebyscore", {}).get("calls", 0))
+
+    before = await trims()
+    results = await asyncio.gather(*(publisher.publish(activities, None) for activities in callers))
+    assert await trims() == before + 1
+    entries = {
+        (raw_id.decode()): json.loads(fields[b"event"])["n"]
+        for raw_id, fields in await harness.redis.xrange(harness.settings.stream_key)
+    }
+    for i, ids in enumerate(results):
+        assert [entries[entry_id] for entry_id in ids] == [f"{i}-{j}" for j in range(1 + i % 3)]
+    assert list(entries.values())[-sum(len(c) for c in callers) :] == [
+        f"{i}-{j}" for i in range(20) for j in range(1 + i % 3)
+    ]
