@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -13,9 +11,6 @@ from redis.exceptions import ResponseError
 
 from subscriptions.filters import EventFilter
 from subscriptions.hub import Event, Lagged, StreamHub, history, stream_id
-
-MAX_ONLINE_WINDOW = 3600
-ONLINE_TICK_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,15 +69,3 @@ async def activity_feed(
                 continue
             last = entry_id
             yield FeedItem(cursor=entry_id, kind="event", event=event)
-
-
-async def visitors_online(redis: Redis, online_key: str, window: int) -> AsyncGenerator[int, None]:
-    """Distinct contacts with a page hit in the last `window` seconds, when it changes (checked
-    once a second, from the Redis sorted set the publisher maintains)."""
-    last: int | None = None
-    while True:
-        count = int(await redis.zcount(online_key, time.time() - window, "+inf"))
-        if count != last:
-            last = count
-            yield count
-        await asyncio.sleep(ONLINE_TICK_SECONDS)

@@ -20,6 +20,8 @@ from typing import Any, Generic, TypeVar
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from subscriptions.online import VisitorsOnline
+
 log = logging.getLogger(__name__)
 Event = dict[str, Any]
 T = TypeVar("T")
@@ -90,6 +92,8 @@ class StreamHub:
         self.queue_limit = queue_limit
         self.block_ms = block_ms
         self.subscribers: set[Subscriber[Event]] = set()
+        # visitorsOnline's counts of this process (subscriptions/feed.py), made on first use.
+        self.online: VisitorsOnline | None = None
         self.last_id = "$"
         self._task: asyncio.Task[None] | None = None
         # Supervision: how often the reader died of something other than a Redis error, and of

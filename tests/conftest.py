@@ -26,6 +26,7 @@ from contact_monitor.embedded import start_mongodb
 from contact_monitor.settings import Settings
 from ingest.pipeline import IngestPipeline
 from subscriptions.hub import StreamHub
+from tests.servers import SESSION_PREFIX, forget_prefix, redis_prefix
 
 CHROME = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -52,8 +53,12 @@ def mongodb_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> str:
-    return os.environ.get("CM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+def redis_url() -> Iterator[str]:
+    url = os.environ.get("CM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    yield url
+    # Every fixture removes the keys of its prefix: anything left is a leak to fix.
+    left = forget_prefix(url, SESSION_PREFIX)
+    assert left == 0, f"the suite left {left} Redis keys under {SESSION_PREFIX}"
 
 
 @pytest.fixture
@@ -63,7 +68,7 @@ def settings(mongodb_uri: str, redis_url: str, tmp_path: Path) -> Settings:
         mongodb_uri=mongodb_uri,
         mongodb_db=f"cmtest_{tag}",
         redis_url=redis_url,
-        redis_prefix=f"cmtest:{tag}:",
+        redis_prefix=redis_prefix(tag),
         data_dir=tmp_path,
         cors_origins=("https://shop.example.com", "https://*.example.org"),
         field_cache_seconds=0,
@@ -181,7 +186,9 @@ async def running(settings: Settings, *, ip: str = "203.0.113.10") -> AsyncItera
                 )
             finally:
                 await mongo.drop_database(settings.mongodb_db)
-                await redis.delete(settings.stream_key)
+                keys = [key async for key in redis.scan_iter(match=settings.redis_prefix + "*")]
+                if keys:
+                    await redis.delete(*keys)
                 await mongo.close()
                 await redis.aclose()
 

@@ -6,9 +6,29 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Mapping
 
 import httpx
+from redis import Redis
+
+# Every Redis key the suite writes is under `cmtest:<this session>:`; each fixture removes its
+# own prefix, and the session checks that nothing is left (tests/conftest.py).
+SESSION_PREFIX = f"cmtest:{uuid.uuid4().hex[:8]}:"
+
+
+def redis_prefix(tag: str) -> str:
+    """A key prefix of this session for one test or fixture."""
+    return f"{SESSION_PREFIX}{tag}:"
+
+
+def forget_prefix(redis_url: str, prefix: str) -> int:
+    """Deletes every key under `prefix`; returns how many there were."""
+    with Redis.from_url(redis_url) as redis:
+        keys = list(redis.scan_iter(match=prefix + "*", count=1000))
+        if keys:
+            redis.delete(*keys)
+        return len(keys)
 
 
 def server_env(**settings: str) -> dict[str, str]:

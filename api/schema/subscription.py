@@ -14,8 +14,9 @@ from api.permissions import READ
 from api.schema.types import Info, PageHit
 from contact_monitor.core.activity import ACTIVITY_TYPES
 from contact_monitor.core.errors import BadUserInput
-from subscriptions.feed import MAX_ONLINE_WINDOW, FeedItem, activity_feed, visitors_online
+from subscriptions.feed import FeedItem, activity_feed
 from subscriptions.filters import EventFilter
+from subscriptions.online import MAX_ONLINE_WINDOW, VisitorsOnline
 from subscriptions.shared import current_operation, shared_feed
 
 if TYPE_CHECKING:  # built at run time from the core's list; to mypy it is some Enum
@@ -183,7 +184,10 @@ class Subscription:
     async def visitors_online(self, info: Info, window: int = 300) -> AsyncGenerator[int, None]:
         if not 1 <= window <= MAX_ONLINE_WINDOW:
             raise BadUserInput(f"window must be between 1 and {MAX_ONLINE_WINDOW} seconds")
-        services = info.context.services
-        async with aclosing(visitors_online(services.redis, services.settings.online_key, window)) as counts:
+        hub = info.context.hub
+        if hub.online is None:  # the process's counter, shared by every subscriber
+            services = info.context.services
+            hub.online = VisitorsOnline(services.redis, services.settings.online_key)
+        async with aclosing(hub.online.counts(window)) as counts:
             async for count in counts:
                 yield count

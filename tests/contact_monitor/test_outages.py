@@ -10,7 +10,7 @@ from redis.retry import Retry
 
 from contact_monitor.embedded import free_port, start_mongodb
 from tests.conftest import CHROME
-from tests.servers import create_key, server_env, start_server, stop_server
+from tests.servers import create_key, forget_prefix, redis_prefix, server_env, start_server, stop_server
 
 
 def test_mongodb_outage(redis_url, tmp_path):
@@ -21,7 +21,7 @@ def test_mongodb_outage(redis_url, tmp_path):
     env = server_env(
         CM_MONGODB_URI=mongodb.uri + "&serverSelectionTimeoutMS=300",
         CM_REDIS_URL=redis_url,
-        CM_REDIS_PREFIX=f"cmtest:outage:{port}:",
+        CM_REDIS_PREFIX=redis_prefix(f"outage-{port}"),
         CM_DATA_DIR=str(tmp_path / "data"),
         CM_COOKIE_SECURE="false",
         CM_FIELD_CACHE_SECONDS="0",
@@ -48,6 +48,7 @@ def test_mongodb_outage(redis_url, tmp_path):
             assert api.json()["errors"][0]["extensions"]["code"] == "SERVICE_UNAVAILABLE"
     finally:
         stop_server(server)
+        forget_prefix(redis_url, redis_prefix(f"outage-{port}"))
         mongodb.stop()
 
 
@@ -149,7 +150,7 @@ def test_hits_answered_before_the_database_is_killed_survive_it(redis_url, tmp_p
     env = server_env(
         CM_MONGODB_URI=mongodb.uri + "&serverSelectionTimeoutMS=20000",
         CM_REDIS_URL=redis_url,
-        CM_REDIS_PREFIX=f"cmtest:kill:{port}:",
+        CM_REDIS_PREFIX=redis_prefix(f"kill-{port}"),
         CM_DATA_DIR=str(tmp_path / "data"),
         CM_COOKIE_SECURE="false",
     )
@@ -170,6 +171,7 @@ def test_hits_answered_before_the_database_is_killed_survive_it(redis_url, tmp_p
         assert not missing, f"{len(missing)} of {len(answered)} answered hits were lost"
     finally:
         stop_server(server)
+        forget_prefix(redis_url, redis_prefix(f"kill-{port}"))
         mongodb.stop()
 
 
@@ -186,7 +188,7 @@ def test_sigterm_drains_what_was_answered(mongodb_uri, redis_url, tmp_path):
         CM_MONGODB_URI=mongodb_uri,
         CM_MONGODB_DB=database,
         CM_REDIS_URL=redis_url,
-        CM_REDIS_PREFIX=f"cmtest:{database}:",
+        CM_REDIS_PREFIX=redis_prefix(database),
         CM_DATA_DIR=str(tmp_path / "data"),
         CM_COOKIE_SECURE="false",
     )
@@ -202,6 +204,7 @@ def test_sigterm_drains_what_was_answered(mongodb_uri, redis_url, tmp_path):
         assert load.answered and all(hit in stored for hit in load.answered)
     finally:
         stop_server(server)
+        forget_prefix(redis_url, redis_prefix(database))
 
 
 async def test_pixel_hits_of_a_mongodb_outage_are_spooled_and_recorded_once_it_returns(

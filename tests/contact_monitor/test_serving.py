@@ -9,7 +9,7 @@ from pymongo import MongoClient
 from contact_monitor.embedded import free_port
 from contact_monitor.serving import MAX_TARGET_BYTES, cut_target
 from tests.conftest import CHROME
-from tests.servers import server_env, start_server, stop_server
+from tests.servers import forget_prefix, redis_prefix, server_env, start_server, stop_server
 
 GIF_BYTES = 43
 
@@ -28,7 +28,7 @@ def server(mongodb_uri, redis_url, tmp_path_factory):
         CM_MONGODB_URI=mongodb_uri,
         CM_MONGODB_DB=database,
         CM_REDIS_URL=redis_url,
-        CM_REDIS_PREFIX=f"cmtest:{database}:",
+        CM_REDIS_PREFIX=redis_prefix(database),
         CM_DATA_DIR=str(tmp_path_factory.mktemp("serve")),
     )
     port = free_port()
@@ -37,6 +37,7 @@ def server(mongodb_uri, redis_url, tmp_path_factory):
         yield port, database
     finally:
         stop_server(process)
+        forget_prefix(redis_url, redis_prefix(database))
         with MongoClient(mongodb_uri) as client:
             client.drop_database(database)
 

@@ -4,6 +4,7 @@ import datetime as dt
 import json
 
 from contact_monitor.core.activity import Activity, ActivityPublisher
+from tests.servers import redis_prefix
 
 
 async def test_first_visit_publishes_created_then_page_hit(harness):
@@ -65,10 +66,11 @@ async def test_stream_is_capped_approximately(harness):
 
 
 async def test_prefix_separates_tenants(make_harness):
-    async with make_harness(redis_prefix="tenant-a:") as a:
+    prefix = redis_prefix("tenant-a")
+    async with make_harness(redis_prefix=prefix) as a:
         await a.pixel(page_url="p")
-        assert a.settings.stream_key == "tenant-a:activity"
-        assert await a.redis.xlen("tenant-a:activity") == 2
+        assert a.settings.stream_key == f"{prefix}activity"
+        assert await a.redis.xlen(f"{prefix}activity") == 2
 
 
 async def test_redis_outage_does_not_fail_the_hit(harness):

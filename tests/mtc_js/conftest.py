@@ -23,7 +23,7 @@ from pymongo import MongoClient
 from pymongo.database import Database
 
 from contact_monitor.embedded import free_port
-from tests.servers import create_key, server_env, start_server, stop_server
+from tests.servers import create_key, forget_prefix, redis_prefix, server_env, start_server, stop_server
 
 CHROMIUM = os.environ.get("CM_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -119,7 +119,7 @@ def tracker_server(
         CM_MONGODB_URI=mongodb_uri,
         CM_MONGODB_DB=database,
         CM_REDIS_URL=redis_url,
-        CM_REDIS_PREFIX=f"cmtest:{database}:",
+        CM_REDIS_PREFIX=redis_prefix(database),
         CM_DATA_DIR=str(tmp_path_factory.mktemp("tracker")),
         CM_CORS_ORIGINS=f"http://localhost:{site.port},http://127.0.0.1:{site.port}",
         CM_COOKIE_SECURE="false",
@@ -132,6 +132,7 @@ def tracker_server(
     client: MongoClient[dict[str, Any]] = MongoClient(mongodb_uri, tz_aware=True)
     yield Tracker(url, client[database], read_key)
     stop_server(process)
+    forget_prefix(redis_url, redis_prefix(database))
     client.drop_database(database)
     client.close()
 

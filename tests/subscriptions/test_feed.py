@@ -212,6 +212,25 @@ async def test_visitors_online_rises_and_falls(harness):
     await online.close()
 
 
+async def test_visitors_online_is_counted_once_a_second_for_all_subscribers(harness):
+    """Twenty dashboards of the same window share one count a second (one ZCOUNT), and each
+    gets every change; when the last leaves, the polling stops."""
+
+    async def zcounts() -> int:
+        stats = await harness.redis.info("commandstats")
+        return int(stats.get("cmdstat_zcount", {}).get("calls", 0))
+
+    feeds = [await subscribe(harness, "subscription { visitorsOnline(window: 60) }") for _ in range(20)]
+    assert [await feed.next() for feed in feeds] == [0] * 20
+    before = await zcounts()
+    await harness.event(page_url="a")
+    assert [await feed.next() for feed in feeds] == [1] * 20
+    assert await zcounts() - before <= 3  # a second or two of polling, not one per subscriber
+    for feed in feeds:
+        await feed.close()
+    assert harness.hub.online is not None and harness.hub.online.pollers == {}
+
+
 async def test_errors(harness):
     forbidden = await subscribe(harness, role="none")
     assert (await forbidden.error()).extensions == {"code": "FORBIDDEN"}

@@ -22,7 +22,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from contact_monitor.embedded import free_port
 from tests.conftest import CHROME
-from tests.servers import create_key, server_env, start_server, stop_server
+from tests.servers import create_key, forget_prefix, redis_prefix, server_env, start_server, stop_server
 
 PROTOCOL = ["graphql-transport-ws"]
 TIMEOUT = 30
@@ -43,7 +43,7 @@ def servers(mongodb_uri: str, redis_url: str, tmp_path_factory: pytest.TempPathF
         "CM_MONGODB_URI": mongodb_uri,
         "CM_MONGODB_DB": database,
         "CM_REDIS_URL": redis_url,
-        "CM_REDIS_PREFIX": f"cmtest:{database}:",
+        "CM_REDIS_PREFIX": redis_prefix(database),
         "CM_COOKIE_SECURE": "false",
     }
     settings = [
@@ -63,6 +63,7 @@ def servers(mongodb_uri: str, redis_url: str, tmp_path_factory: pytest.TempPathF
     finally:
         for process in processes:
             stop_server(process)
+        forget_prefix(redis_url, redis_prefix(database))
         with MongoClient(mongodb_uri) as client:
             client.drop_database(database)
 

@@ -9,13 +9,12 @@ from dataclasses import replace
 
 import pytest
 from pymongo import MongoClient
-from redis import Redis
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 from contact_monitor.app import create_app
 from tests.conftest import CHROME
-from tests.servers import create_key, server_env
+from tests.servers import create_key, forget_prefix, server_env
 
 PROTOCOL = ["graphql-transport-ws"]
 LIVE = {"id": "1", "type": "subscribe", "payload": {"query": "subscription { liveVisits { cursor } }"}}
@@ -31,7 +30,7 @@ def strict(settings):
     yield settings, env
     with MongoClient(settings.mongodb_uri) as client:
         client.drop_database(settings.mongodb_db)
-    Redis.from_url(settings.redis_url).delete(settings.stream_key)
+    forget_prefix(settings.redis_url, settings.redis_prefix)
 
 
 def init(ws, key: str) -> dict:
