@@ -182,9 +182,7 @@ class ActivityPublisher:
                     future.set_exception(exc if isinstance(exc, Exception) else RuntimeError("stopped"))
             raise
 
-    async def _send(
-        self, batch: list[tuple[Sequence[Activity], list[str], asyncio.Future[list[str]]]]
-    ) -> None:
+    async def _send(self, batch: list[Publication]) -> None:
         activities = [activity for acts, _, _ in batch for activity in acts]
         events = [event for _, evs, _ in batch for event in evs]
         ids: list[str] = []
