@@ -22,7 +22,7 @@ from contact_monitor.core.fields import (
     update_field,
 )
 from contact_monitor.embedded import EmbeddedError, embedded_services, running_servers
-from contact_monitor.settings import Settings, SettingsError
+from contact_monitor.settings import Settings, SettingsError, check_data_dir
 from contact_monitor.storage import Storage
 from contact_monitor.storage.api_keys import ROLES, ApiKeyError
 from contact_monitor.storage.fields import FIELD_TYPES, FieldDefinition
@@ -60,6 +60,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from contact_monitor.serving import FrameWritingProtocol, LongTargetHttpToolsProtocol
 
     settings = _settings()
+    check_data_dir(settings.data_dir)  # the spool and the embedded servers live there
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     with embedded_services(settings.data_dir, settings.mongodb_uri, settings.redis_url) as overrides:
         os.environ.update(overrides)

@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
+from pymongo.errors import ConfigurationError, InvalidURI
+from pymongo.uri_parser import parse_uri
+
 from contact_monitor.text import parse_flag
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -98,6 +101,7 @@ class Settings:
             raise SettingsError("CM_SUBSCRIPTION_QUEUE must be between 1 and 1000000")
         if self.max_body_bytes < 1024:
             raise SettingsError("CM_MAX_BODY_BYTES must be at least 1024")
+        _check_uris(self.mongodb_uri, self.redis_url)
         networks: list[IPNetwork] = []
         patterns: list[str] = []
         for entry in self.do_not_track_ips:
@@ -243,3 +247,33 @@ class Settings:
             ws_stuck_seconds=number("CM_WS_STUCK_SECONDS", 30.0),
             live_linger_ms=integer("CM_LIVE_LINGER_MS", 10),
         )
+
+
+def _check_uris(mongodb_uri: str | None, redis_url: str | None) -> None:
+    """A URI that cannot work is refused at start, naming its variable (and not repeating it:
+    it may hold a password)."""
+    if mongodb_uri is not None:
+        if not mongodb_uri.startswith(("mongodb://", "mongodb+srv://")):
+            raise SettingsError("CM_MONGODB_URI must start with mongodb:// or mongodb+srv://")
+        if mongodb_uri.startswith("mongodb://"):  # (an SRV URI is resolved when connecting)
+            try:
+                parse_uri(mongodb_uri)
+            except (InvalidURI, ConfigurationError, ValueError) as exc:
+                raise SettingsError(f"CM_MONGODB_URI is not a valid MongoDB URI: {exc}") from None
+    if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise SettingsError("CM_REDIS_URL must start with redis://, rediss:// or unix://")
+
+
+def check_data_dir(path: Path) -> None:
+    """`SettingsError` naming CM_DATA_DIR unless the directory exists (or can be made) and
+    takes files."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise SettingsError(
+            f"CM_DATA_DIR {str(path)!r} cannot hold the service's files ({exc.strerror or exc}): "
+            "set CM_DATA_DIR to a writable directory"
+        ) from None

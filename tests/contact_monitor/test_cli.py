@@ -230,6 +230,16 @@ def test_api_key_role_is_checked_by_the_parser(cli_env, capsys):
     assert "invalid choice" in capsys.readouterr().err
 
 
+def test_serve_refuses_an_unwritable_data_directory_in_one_line(tmp_path, monkeypatch, capsys):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    monkeypatch.setenv("CM_DATA_DIR", str(blocked / "data"))
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "CM_DATA_DIR" in err and str(blocked / "data") in err, err
+    assert "Traceback" not in err
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

@@ -69,11 +69,28 @@ def test_everything_from_the_environment():
         ({"CM_LIVE_LINGER_MS": "-1"}, "CM_LIVE_LINGER_MS must be between 0 and 1000"),
         ({"CM_LIVE_LINGER_MS": "1001"}, "CM_LIVE_LINGER_MS"),
         ({"CM_SHARED_FEEDS": "sometimes"}, "CM_SHARED_FEEDS must be true or false"),
+        ({"CM_MONGODB_URI": "localhost:27017"}, "CM_MONGODB_URI must start with mongodb://"),
+        ({"CM_MONGODB_URI": "mongodb://ann:p@ss:w@db"}, "CM_MONGODB_URI is not a valid MongoDB URI"),
+        ({"CM_MONGODB_URI": "mongodb://db/?w=banana&journal=maybe"}, "CM_MONGODB_URI is not a valid"),
+        ({"CM_REDIS_URL": "localhost:6379"}, "CM_REDIS_URL must start with redis://"),
     ],
 )
 def test_bad_values_name_the_variable(env, message):
     with pytest.raises(SettingsError, match=message):
         Settings.from_env(env)
+
+
+def test_a_bad_uri_is_refused_without_repeating_it():
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({"CM_MONGODB_URI": "mongodb://ann:secret:x@db"})
+    assert "secret" not in str(refused.value)
+    fine = Settings.from_env(
+        {
+            "CM_MONGODB_URI": "mongodb+srv://cluster.example.com/?retryWrites=true",
+            "CM_REDIS_URL": "rediss://r:6380/1",
+        }
+    )
+    assert fine.mongodb_uri and fine.redis_url
 
 
 def test_live_feed_limits_at_their_bounds():
