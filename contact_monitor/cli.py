@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -25,6 +26,7 @@ from contact_monitor.embedded import EmbeddedError, embedded_services, running_s
 from contact_monitor.settings import Settings, SettingsError, check_data_dir
 from contact_monitor.storage import Storage
 from contact_monitor.storage.api_keys import ROLES, ApiKeyError
+from contact_monitor.storage.db import with_driver_options
 from contact_monitor.storage.fields import FIELD_TYPES, FieldDefinition
 
 ENVIRONMENT_HELP = """\
@@ -54,6 +56,31 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
+def _reachable(settings: Settings) -> None:
+    """Configured servers answer before anything starts; else one line naming the variable
+    (the reason names the host, never a password)."""
+    from pymongo import MongoClient
+    from pymongo.errors import PyMongoError
+    from redis import Redis as SyncRedis
+    from redis.exceptions import RedisError
+
+    if settings.mongodb_uri is not None:
+        uri = with_driver_options(settings.mongodb_uri)  # as the app will use it
+        try:
+            client: MongoClient[dict[str, Any]] = MongoClient(uri)
+            with client:
+                client.admin.command("ping")
+        except PyMongoError as exc:
+            reason = str(exc).split(", Timeout:")[0]
+            raise SettingsError(f"cannot reach MongoDB at CM_MONGODB_URI: {reason}") from None
+    if settings.redis_url is not None:
+        try:
+            with SyncRedis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=5) as redis:
+                redis.ping()
+        except RedisError as exc:
+            raise SettingsError(f"cannot reach Redis at CM_REDIS_URL: {exc}") from None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -61,6 +88,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _settings()
     check_data_dir(settings.data_dir)  # the spool and the embedded servers live there
+    _reachable(settings)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     with embedded_services(settings.data_dir, settings.mongodb_uri, settings.redis_url) as overrides:
         os.environ.update(overrides)

@@ -230,6 +230,25 @@ def test_api_key_role_is_checked_by_the_parser(cli_env, capsys):
     assert "invalid choice" in capsys.readouterr().err
 
 
+def test_serve_names_the_server_it_cannot_reach_in_one_line(
+    mongodb_uri, redis_url, tmp_path, monkeypatch, capsys
+):
+    from contact_monitor.embedded import free_port
+
+    monkeypatch.setenv("CM_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("CM_REDIS_URL", redis_url)
+    monkeypatch.setenv("CM_MONGODB_URI", f"mongodb://127.0.0.1:{free_port()}/?serverSelectionTimeoutMS=300")
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot reach MongoDB at CM_MONGODB_URI" in err, err
+    monkeypatch.setenv("CM_MONGODB_URI", mongodb_uri)
+    monkeypatch.setenv("CM_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot reach Redis at CM_REDIS_URL" in err, err
+    assert "Traceback" not in err
+
+
 def test_serve_refuses_an_unwritable_data_directory_in_one_line(tmp_path, monkeypatch, capsys):
     blocked = tmp_path / "file"
     blocked.write_text("not a directory")
