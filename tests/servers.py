@@ -8,8 +8,10 @@ import sys
 import time
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import httpx
+from pymongo import MongoClient
 from redis import Redis
 
 # Every Redis key the suite writes is under `cmtest:<this session>:`; each fixture removes its
@@ -75,3 +77,32 @@ def start_server(env: Mapping[str, str], port: int, timeout: float = 60) -> subp
 def stop_server(process: subprocess.Popen[bytes]) -> None:
     process.terminate()
     process.wait(30)
+
+
+@dataclass(frozen=True)
+class Store:
+    """A database and a Redis prefix of their own for the servers of one fixture."""
+
+    mongodb_uri: str
+    redis_url: str
+    database: str
+
+    @classmethod
+    def new(cls, mongodb_uri: str, redis_url: str, name: str) -> Store:
+        return cls(mongodb_uri, redis_url, f"cmtest_{name}_{uuid.uuid4().hex[:8]}")
+
+    def env(self, **settings: str) -> dict[str, str]:
+        """`server_env` pointing at this store, plus `settings`."""
+        return server_env(
+            CM_MONGODB_URI=self.mongodb_uri,
+            CM_MONGODB_DB=self.database,
+            CM_REDIS_URL=self.redis_url,
+            CM_REDIS_PREFIX=redis_prefix(self.database),
+            **settings,
+        )
+
+    def drop(self) -> None:
+        """Removes the database and every Redis key of the prefix."""
+        forget_prefix(self.redis_url, redis_prefix(self.database))
+        with MongoClient(self.mongodb_uri) as client:
+            client.drop_database(self.database)

@@ -1,7 +1,6 @@
 """`contact-monitor serve` over real HTTP: request targets past httptools' 64 KiB limit."""
 
 import http.client
-import uuid
 
 import pytest
 from pymongo import MongoClient
@@ -9,7 +8,7 @@ from pymongo import MongoClient
 from contact_monitor.embedded import free_port
 from contact_monitor.serving import MAX_TARGET_BYTES, cut_target
 from tests.conftest import CHROME
-from tests.servers import forget_prefix, redis_prefix, server_env, start_server, stop_server
+from tests.servers import Store, start_server, stop_server
 
 GIF_BYTES = 43
 
@@ -23,23 +22,14 @@ def test_a_long_target_is_cut_at_its_last_complete_parameter():
 
 @pytest.fixture(scope="module")
 def server(mongodb_uri, redis_url, tmp_path_factory):
-    database = f"cmtest_serve_{uuid.uuid4().hex[:8]}"
-    env = server_env(
-        CM_MONGODB_URI=mongodb_uri,
-        CM_MONGODB_DB=database,
-        CM_REDIS_URL=redis_url,
-        CM_REDIS_PREFIX=redis_prefix(database),
-        CM_DATA_DIR=str(tmp_path_factory.mktemp("serve")),
-    )
+    store = Store.new(mongodb_uri, redis_url, "serve")
     port = free_port()
-    process = start_server(env, port)
+    process = start_server(store.env(CM_DATA_DIR=str(tmp_path_factory.mktemp("serve"))), port)
     try:
-        yield port, database
+        yield port, store.database
     finally:
         stop_server(process)
-        forget_prefix(redis_url, redis_prefix(database))
-        with MongoClient(mongodb_uri) as client:
-            client.drop_database(database)
+        store.drop()
 
 
 @pytest.mark.parametrize("size", [MAX_TARGET_BYTES + 1, 70_000, 200_000])

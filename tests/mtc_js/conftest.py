@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import threading
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,7 +22,12 @@ from pymongo import MongoClient
 from pymongo.database import Database
 
 from contact_monitor.embedded import free_port
-from tests.servers import create_key, forget_prefix, redis_prefix, server_env, start_server, stop_server
+from tests.servers import (
+    Store,
+    create_key,
+    start_server,
+    stop_server,
+)
 
 CHROMIUM = os.environ.get("CM_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -114,12 +118,8 @@ def tracker_server(
     mongodb_uri: str, redis_url: str, site: Site, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Tracker]:
     port = free_port()
-    database = f"cmtest_browser_{uuid.uuid4().hex[:8]}"
-    env = server_env(
-        CM_MONGODB_URI=mongodb_uri,
-        CM_MONGODB_DB=database,
-        CM_REDIS_URL=redis_url,
-        CM_REDIS_PREFIX=redis_prefix(database),
+    store = Store.new(mongodb_uri, redis_url, "browser")
+    env = store.env(
         CM_DATA_DIR=str(tmp_path_factory.mktemp("tracker")),
         CM_CORS_ORIGINS=f"http://localhost:{site.port},http://127.0.0.1:{site.port}",
         CM_COOKIE_SECURE="false",
@@ -130,11 +130,10 @@ def tracker_server(
     url = f"http://localhost:{port}"
     read_key = create_key(env, "dashboard", "read")
     client: MongoClient[dict[str, Any]] = MongoClient(mongodb_uri, tz_aware=True)
-    yield Tracker(url, client[database], read_key)
+    yield Tracker(url, client[store.database], read_key)
     stop_server(process)
-    forget_prefix(redis_url, redis_prefix(database))
-    client.drop_database(database)
     client.close()
+    store.drop()
 
 
 @pytest.fixture

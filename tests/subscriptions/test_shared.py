@@ -17,12 +17,16 @@ from typing import BinaryIO
 
 import httpx
 import pytest
-from pymongo import MongoClient
 from websockets.asyncio.client import ClientConnection, connect
 
 from contact_monitor.embedded import free_port
 from tests.conftest import CHROME
-from tests.servers import create_key, forget_prefix, redis_prefix, server_env, start_server, stop_server
+from tests.servers import (
+    Store,
+    create_key,
+    start_server,
+    stop_server,
+)
 
 PROTOCOL = ["graphql-transport-ws"]
 TIMEOUT = 30
@@ -38,14 +42,7 @@ class Servers:
 
 @pytest.fixture(scope="module")
 def servers(mongodb_uri: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
-    database = f"cmtest_shared_{uuid.uuid4().hex[:8]}"
-    common = {
-        "CM_MONGODB_URI": mongodb_uri,
-        "CM_MONGODB_DB": database,
-        "CM_REDIS_URL": redis_url,
-        "CM_REDIS_PREFIX": redis_prefix(database),
-        "CM_COOKIE_SECURE": "false",
-    }
+    store = Store.new(mongodb_uri, redis_url, "shared")
     settings = [
         {"CM_SHARED_FEEDS": "false"},
         {},
@@ -53,19 +50,18 @@ def servers(mongodb_uri: str, redis_url: str, tmp_path_factory: pytest.TempPathF
     ]
     ports = [free_port() for _ in settings]
     envs = [
-        server_env(**common, **extra, CM_DATA_DIR=str(tmp_path_factory.mktemp("s"))) for extra in settings
+        store.env(**extra, CM_COOKIE_SECURE="false", CM_DATA_DIR=str(tmp_path_factory.mktemp("s")))
+        for extra in settings
     ]
     with ThreadPoolExecutor() as pool:  # started side by side: each warms its parser up for seconds
         processes = list(pool.map(start_server, envs, ports))
-    key = create_key(server_env(**common), "dash", "read")
+    key = create_key(store.env(), "dash", "read")
     try:
         yield Servers(*ports, key=key)
     finally:
         for process in processes:
             stop_server(process)
-        forget_prefix(redis_url, redis_prefix(database))
-        with MongoClient(mongodb_uri) as client:
-            client.drop_database(database)
+        store.drop()
 
 
 async def subscribe(port: int, key: str, documents: dict[str, tuple[str, dict | None]]) -> ClientConnection:

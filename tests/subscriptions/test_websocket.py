@@ -14,13 +14,17 @@ from typing import Any
 
 import httpx
 import pytest
-from pymongo import MongoClient
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from contact_monitor.embedded import free_port
 from tests.conftest import CHROME
-from tests.servers import create_key, forget_prefix, redis_prefix, server_env, start_server, stop_server
+from tests.servers import (
+    Store,
+    create_key,
+    start_server,
+    stop_server,
+)
 
 DASHBOARD = "http://dash.test"
 PROTOCOL = ["graphql-transport-ws"]
@@ -35,12 +39,8 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def cluster(mongodb_uri: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    database = f"cmtest_ws_{uuid.uuid4().hex[:8]}"
-    env = server_env(
-        CM_MONGODB_URI=mongodb_uri,
-        CM_MONGODB_DB=database,
-        CM_REDIS_URL=redis_url,
-        CM_REDIS_PREFIX=redis_prefix(database),
+    store = Store.new(mongodb_uri, redis_url, "ws")
+    env = store.env(
         CM_DATA_DIR=str(tmp_path_factory.mktemp("ws")),
         CM_DASHBOARD_ORIGINS=DASHBOARD,
         CM_COOKIE_SECURE="false",
@@ -53,9 +53,7 @@ def cluster(mongodb_uri: str, redis_url: str, tmp_path_factory: pytest.TempPathF
     finally:
         for server in servers:
             stop_server(server)
-        forget_prefix(redis_url, redis_prefix(database))
-        with MongoClient(mongodb_uri) as client:
-            client.drop_database(database)
+        store.drop()
 
 
 async def init(ws, key: str) -> dict:
