@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
 import time
 import uuid
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -106,3 +108,12 @@ class Store:
         forget_prefix(self.redis_url, redis_prefix(self.database))
         with MongoClient(self.mongodb_uri) as client:
             client.drop_database(self.database)
+
+
+def collect_refused_sockets() -> None:
+    """PyMongo leaves the socket of a refused connection to the garbage collector (PYTHON-3923),
+    whose ResourceWarning then surfaces in whatever test runs next: tests that connect to a port
+    nobody listens on collect it themselves, here, where it is expected."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()

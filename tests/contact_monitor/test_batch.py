@@ -8,6 +8,7 @@ from pymongo import AsyncMongoClient, monitoring
 from pymongo.errors import DuplicateKeyError, ServerSelectionTimeoutError
 
 from contact_monitor.storage.batch import InsertBatcher
+from tests.servers import collect_refused_sockets
 
 
 class Inserts(monitoring.CommandListener):
@@ -99,5 +100,7 @@ async def test_when_the_database_is_down_everyone_waiting_hears_it_at_once(tmp_p
         assert all(isinstance(result, ServerSelectionTimeoutError) for result in results)
         assert written == [1]  # one attempt; the two queued behind it failed with it
         assert batcher.pending == []
+        del results  # their tracebacks hold the refused connection
     finally:
         await client.close()
+        collect_refused_sockets()

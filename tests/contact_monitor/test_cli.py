@@ -19,6 +19,7 @@ from contact_monitor.embedded import STATE_FILE, free_port, redis_ready
 from contact_monitor.storage import Storage
 from contact_monitor.storage.fields import FieldDefinition
 from tests.conftest import CHROME
+from tests.servers import collect_refused_sockets
 
 
 @pytest.fixture
@@ -247,6 +248,7 @@ def test_serve_names_the_server_it_cannot_reach_in_one_line(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot reach Redis at CM_REDIS_URL" in err, err
     assert "Traceback" not in err
+    collect_refused_sockets()
 
 
 def test_serve_refuses_an_unwritable_data_directory_in_one_line(tmp_path, monkeypatch, capsys):
