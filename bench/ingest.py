@@ -120,6 +120,15 @@ def run_wrk(url: str, script: Path, duration: int, connections: int) -> dict[str
     }
 
 
+def start_profiler(pids: list[int], output: Path, duration: int) -> subprocess.Popen[bytes]:
+    """py-spy on the uvicorn worker (the youngest server process: the one that answers)."""
+    if not shutil.which("py-spy"):
+        raise SystemExit("py-spy is not installed (pip install py-spy)")
+    command = ["py-spy", "record", "--pid", str(max(pids)), "--format", "raw", "--rate", "250"]
+    command += ["--duration", str(duration), "--output", str(output), "--nonblocking"]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -128,6 +137,13 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--devices", type=int, default=200)
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="FILE",
+        help="record the server process with py-spy during the tracked run (collapsed stacks "
+        "to FILE; the run is slowed by the sampling, so its numbers are not the benchmark's)",
+    )
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (apt-get install wrk)")
@@ -157,7 +173,10 @@ def main() -> None:
         database = [p for p in processes if "secantus" in command_of(p)]
         server = [p for p in processes if p not in database and "redis" not in command_of(p)]
         cpu_server, cpu_db = cpu_seconds(server), cpu_seconds(database)
+        profiler = start_profiler(server, args.profile, args.duration) if args.profile else None
         tracked = run_wrk(app_url + "/", script, args.duration, args.connections)
+        if profiler:
+            profiler.wait(60)
         cpu_server, cpu_db = cpu_seconds(server) - cpu_server, cpu_seconds(database) - cpu_db
         time.sleep(2)  # anything written behind the answer lands
 

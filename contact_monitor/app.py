@@ -21,7 +21,7 @@ from starlette.routing import Route
 from api.app import GraphQLEndpoint
 from contact_monitor import __version__
 from contact_monitor.core.errors import Unauthenticated, UserError
-from contact_monitor.core.fields import follow_field_changes, install_core_fields
+from contact_monitor.core.fields import install_core_fields
 from contact_monitor.core.keys import key_of
 from contact_monitor.core.metrics import Metrics
 from contact_monitor.core.services import Services
@@ -93,6 +93,19 @@ def watch(
     metrics.gauge("cm_stream_reader_restarts", "Restarts of the stream reader.", lambda: hub.restarts)
     metrics.gauge(
         "cm_websockets", "Websockets open on /graphql in this process.", lambda: graphql.sockets.open
+    )
+    cache = storage.contacts.cache
+    metrics.gauge(
+        "cm_contact_cache_enabled",
+        "1 while the tracking contact cache is on (this process hears the invalidation channel).",
+        lambda: int(cache.enabled),
+    )
+    metrics.gauge("cm_contact_cache_entries", "Contacts held by the tracking contact cache.", cache.__len__)
+    metrics.gauge(
+        "cm_contact_cache_hits", "Tracking hits whose contact came from the cache.", lambda: cache.hits
+    )
+    metrics.gauge(
+        "cm_contact_cache_misses", "Tracking hits whose contact was read from MongoDB.", lambda: cache.misses
     )
     metrics.gauge("cm_spool_depth", "Pixel hits spooled, waiting for MongoDB.", pipeline.spool.depth)
 
@@ -173,7 +186,9 @@ def create_app(settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:
-        storage = Storage.connect(mongodb_uri, settings.mongodb_db)
+        storage = Storage.connect(
+            mongodb_uri, settings.mongodb_db, contact_cache_size=settings.contact_cache_size
+        )
         # Bounded waits: a Redis outage delays a hit by seconds at most, it never hangs it.
         redis = Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=5)
         try:
@@ -210,9 +225,7 @@ def create_app(settings: Settings) -> Starlette:
             replayer = asyncio.create_task(
                 pipeline.spool.replay_forever(state, replay_hit), name="spool-replayer"
             )
-            follower = asyncio.create_task(
-                follow_field_changes(redis, settings.redis_prefix, services.fields), name="field-changes"
-            )
+            follower = asyncio.create_task(services.invalidations.follow(), name="invalidations")
             try:
                 # request.state.services / .pipeline / .hub; GraphQL gets them through its context.
                 try:
@@ -224,6 +237,7 @@ def create_app(settings: Settings) -> Starlette:
                         task.cancel()
                         with contextlib.suppress(asyncio.CancelledError):
                             await task
+                    await services.invalidations.close()
             finally:
                 await hub.stop()
         finally:

@@ -17,11 +17,11 @@ from contact_monitor import __version__
 from contact_monitor.core.errors import FieldError
 from contact_monitor.core.fields import (
     FieldChange,
-    announce_field_change,
     create_field,
     install_core_fields,
     update_field,
 )
+from contact_monitor.core.invalidation import announce_field_change
 from contact_monitor.embedded import EmbeddedError, embedded_services, running_servers
 from contact_monitor.settings import Settings, SettingsError, check_data_dir
 from contact_monitor.storage import Storage

@@ -15,13 +15,14 @@ from api.schema.types import CustomActivity, Field, FormType, Info
 from contact_monitor.core import contacts as changes
 from contact_monitor.core import fields as field_ops
 from contact_monitor.core.errors import BadUserInput, NotFound
+from contact_monitor.core.invalidation import announce_field_change
 from contact_monitor.storage.forms import FormError, FormField
 
 
 async def announce(info: Info) -> None:
     services = info.context.services
     services.fields.invalidate()
-    await field_ops.announce_field_change(services.redis, services.settings.redis_prefix)
+    await announce_field_change(services.redis, services.settings.redis_prefix)
 
 
 @strawberry.type

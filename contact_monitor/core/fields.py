@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import logging
 import re
 import time
 import zoneinfo
@@ -15,8 +14,6 @@ from functools import lru_cache
 from urllib.parse import urlsplit
 
 from pymongo.errors import DuplicateKeyError
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from contact_monitor.core.errors import FieldError
 from contact_monitor.storage import Storage
@@ -24,7 +21,6 @@ from contact_monitor.storage.fields import DEFAULT_MAX_LENGTH, FIELD_TYPES, Fiel
 from contact_monitor.text import parse_flag, strip_markup
 
 FieldValue = str | float | bool
-log = logging.getLogger(__name__)
 
 ALIAS_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 MAX_FIELD_LENGTH = 4096
@@ -328,40 +324,3 @@ async def update_field(storage: Storage, alias: str, **changes: object) -> Field
 
 async def install_core_fields(storage: Storage) -> None:
     await storage.fields.install(CORE_FIELDS)
-
-
-# A field change is announced on this Redis channel, so that every server process reads the
-# registry again at once instead of after CM_FIELD_CACHE_SECONDS (the TTL stays as a fallback).
-FIELDS_CHANGED = "fields"
-
-
-def invalidation_channel(prefix: str) -> str:
-    return f"{prefix}invalidate"
-
-
-async def announce_field_change(redis: Redis, prefix: str) -> None:
-    """Tell every server process (best effort: without Redis the TTL still applies)."""
-    try:
-        await redis.publish(invalidation_channel(prefix), FIELDS_CHANGED)
-    except RedisError:
-        log.warning("could not announce a field change; processes see it within their cache time")
-
-
-async def follow_field_changes(redis: Redis, prefix: str, registry: FieldRegistry) -> None:
-    """Runs for the life of the app: invalidates the registry on every announced change."""
-    delay = 0.1
-    while True:
-        try:
-            async with redis.pubsub() as pubsub:
-                await pubsub.subscribe(invalidation_channel(prefix))
-                registry.invalidate()  # changes made while not subscribed
-                delay = 0.1
-                async for message in pubsub.listen():
-                    if message.get("type") == "message" and message.get("data") in (
-                        FIELDS_CHANGED,
-                        b"fields",
-                    ):
-                        registry.invalidate()
-        except RedisError:
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)

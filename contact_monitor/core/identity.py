@@ -104,7 +104,7 @@ class IdentityResolver:
         if tracking_id:
             device = await self.device(tracking_id)
             if device is not None:
-                contact = await contacts.resolve(device["contact_id"])
+                contact = await contacts.resolve(device["contact_id"], cached=True)
                 if contact is not None:
                     if contact["_id"] != device["contact_id"]:  # moved by a merge: read it again
                         self.devices.drop(tracking_id)
@@ -114,7 +114,7 @@ class IdentityResolver:
                             device = fresh
                     return contact, device if contact["_id"] == device["contact_id"] else None
         if contact_cookie and len(contact_cookie) <= MAX_CONTACT_COOKIE:
-            contact = await contacts.resolve(contact_cookie)
+            contact = await contacts.resolve(contact_cookie, cached=True)
             if contact is not None:
                 return contact, None
         return None, None

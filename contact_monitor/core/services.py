@@ -9,6 +9,7 @@ from redis.asyncio import Redis
 
 from contact_monitor.core.activity import ActivityPublisher, ActivityRecorder
 from contact_monitor.core.fields import FieldRegistry
+from contact_monitor.core.invalidation import Invalidations
 from contact_monitor.core.metrics import Metrics
 from contact_monitor.settings import Settings
 from contact_monitor.storage import Storage
@@ -23,6 +24,7 @@ class Services:
     recorder: ActivityRecorder
     fields: FieldRegistry
     metrics: Metrics
+    invalidations: Invalidations
 
     @classmethod
     def open(cls, settings: Settings, storage: Storage, redis: Redis) -> Services:
@@ -34,12 +36,16 @@ class Services:
             outbox=storage.outbox,
             prefix=settings.redis_prefix,
         )
+        fields = FieldRegistry(storage, settings.field_cache_seconds)
+        invalidations = Invalidations(redis, settings.redis_prefix, fields, storage.contacts.cache)
+        storage.contacts.announce = invalidations.announce_contacts
         return cls(
             settings=settings,
             storage=storage,
             redis=redis,
             publisher=publisher,
             recorder=ActivityRecorder(storage, publisher),
-            fields=FieldRegistry(storage, settings.field_cache_seconds),
+            fields=fields,
             metrics=Metrics(),
+            invalidations=invalidations,
         )

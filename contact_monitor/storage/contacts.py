@@ -14,9 +14,11 @@ The whole data contract: docs/data-contract.md; the identity rules: docs/identit
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import re
-from collections.abc import Iterable, Mapping
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
@@ -28,6 +30,10 @@ from contact_monitor.storage.documents import Cursor, Document, newest_first, ol
 from contact_monitor.storage.ids import new_contact_id
 
 MAX_MERGE_CHAIN = 16
+DEFAULT_CACHE_SIZE = 10_000
+# Announces the ids of changed contacts to the other processes ("*": any contact may have changed).
+Announcer = Callable[[Sequence[str]], Awaitable[None]]
+ANY_CONTACT = "*"
 
 
 def unique_key(alias: str, value: object) -> str:
@@ -37,11 +43,85 @@ def unique_key(alias: str, value: object) -> str:
     return f"{alias}:{text.strip().casefold()}"
 
 
+class ContactCache:
+    """Contacts by id as this process last read or created them (LRU of `size`), for the tracking
+    hot path: a returning visitor's hit then reads nothing from MongoDB (docs/caches.md).
+
+    Used only while `enabled`: the app turns it on once it is subscribed to the invalidation
+    channel and off (emptied) whenever that subscription is lost or silent, so an entry never
+    outlives a change another process announced. Every write through `ContactRepository` drops
+    the entries it touches at once and announces them. A read that was in flight while anything
+    was dropped is not kept (`generation`): it may predate the change. Entries are shared, not
+    copied: callers treat contact documents as read-only (the core builds new ones)."""
+
+    def __init__(self, size: int = DEFAULT_CACHE_SIZE) -> None:
+        self.size = size
+        self.entries: OrderedDict[str, Document] = OrderedDict()
+        self.enabled = False
+        self.generation = 0
+        # Set by every drop; `on`/`off` follow `enabled` (tests and start-up wait on them).
+        self.dropped, self.on, self.off = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        self.off.set()
+        self.hits = self.misses = 0
+
+    def get(self, contact_id: str) -> Document | None:
+        contact = self.entries.get(contact_id)
+        if contact is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+            self.entries.move_to_end(contact_id)
+        return contact
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def put(self, contact: Document, generation: int) -> None:
+        """Keep `contact`, read when the cache was at `generation`, unless something was dropped since."""
+        if not self.enabled or generation != self.generation or self.size <= 0:
+            return
+        self.entries[contact["_id"]] = contact
+        self.entries.move_to_end(contact["_id"])
+        while len(self.entries) > self.size:
+            self.entries.popitem(last=False)
+
+    def drop(self, ids: Iterable[str]) -> None:
+        self.generation += 1
+        for contact_id in ids:
+            if contact_id == ANY_CONTACT:
+                self.entries.clear()
+            else:
+                self.entries.pop(contact_id, None)
+        self.dropped.set()
+
+    def enable(self) -> None:
+        self.drop([ANY_CONTACT])  # what changed while nobody listened is unknown
+        self.enabled = self.size > 0
+        if self.enabled:
+            self.off.clear()
+            self.on.set()
+
+    def disable(self) -> None:
+        self.enabled = False
+        self.drop([ANY_CONTACT])
+        self.on.clear()
+        self.off.set()
+
+
 class ContactRepository:
-    def __init__(self, db: AsyncDatabase[Document]) -> None:
+    def __init__(self, db: AsyncDatabase[Document], *, cache_size: int = DEFAULT_CACHE_SIZE) -> None:
         self.contacts = db["contacts"]
         self.merges = db["merges"]
         self.inserts = InsertBatcher(self.contacts)
+        self.cache = ContactCache(cache_size)
+        # Set by the app (contact_monitor.core.invalidation); None: nobody else to tell.
+        self.announce: Announcer | None = None
+
+    async def changed(self, *ids: str) -> None:
+        """After a write: forget these contacts here and tell the other processes."""
+        self.cache.drop(ids)
+        if self.announce is not None:
+            await self.announce(ids)
 
     async def create_indexes(self) -> None:
         await self.contacts.create_index("ids", unique=True, sparse=True)
@@ -50,13 +130,22 @@ class ContactRepository:
         await self.contacts.create_index("last_ip", sparse=True)
         await self.merges.create_index([("winner_id", ASCENDING)])
 
-    async def get(self, contact_id: str) -> Document | None:
-        return await self.contacts.find_one({"_id": contact_id})
+    async def get(self, contact_id: str, *, cached: bool = False) -> Document | None:
+        """The contact; with `cached`, from the cache when it holds it (the tracking hot path)."""
+        if not cached or not self.cache.enabled:
+            return await self.contacts.find_one({"_id": contact_id})
+        contact = self.cache.get(contact_id)
+        if contact is None:
+            generation = self.cache.generation
+            contact = await self.contacts.find_one({"_id": contact_id})
+            if contact is not None:
+                self.cache.put(contact, generation)
+        return contact
 
-    async def resolve(self, contact_id: str) -> Document | None:
+    async def resolve(self, contact_id: str, *, cached: bool = False) -> Document | None:
         """The contact, or the survivor it was merged into."""
         for _ in range(MAX_MERGE_CHAIN):
-            contact = await self.get(contact_id)
+            contact = await self.get(contact_id, cached=cached)
             if contact is not None:
                 return contact
             record = await self.merges.find_one({"_id": contact_id})
@@ -90,7 +179,9 @@ class ContactRepository:
         }
         if keys := list(ids):
             contact["ids"] = keys  # absent rather than empty: the unique index is sparse
+        generation = self.cache.generation
         await self.inserts.insert(contact)  # with the new contacts of concurrent requests
+        self.cache.put(contact, generation)  # exactly what was written
         return contact
 
     async def find_by_unique(self, keys: Iterable[str]) -> Document | None:
@@ -139,14 +230,19 @@ class ContactRepository:
         removed = list(remove_tags)
         if removed and not tags:
             update["$pull"] = {"tags": {"$in": removed}}
-        result = await self.contacts.update_one({"_id": contact_id}, update)
-        if removed and tags:
-            # MongoDB refuses $addToSet and $pull on one path in one update; pulled only after the
-            # main update succeeded, so that a DuplicateKeyError leaves the contact unchanged.
-            await self.contacts.update_one({"_id": contact_id}, {"$pull": {"tags": {"$in": removed}}})
-        if old := [key for key in remove_ids if key not in new_ids]:
-            await self.contacts.update_one({"_id": contact_id}, {"$pull": {"ids": {"$in": old}}})
-            await self.contacts.update_many({"_id": contact_id, "ids": {"$size": 0}}, {"$unset": {"ids": ""}})
+        try:
+            result = await self.contacts.update_one({"_id": contact_id}, update)
+            if removed and tags:
+                # MongoDB refuses $addToSet and $pull on one path in one update; pulled only after
+                # the main update succeeded, so that a DuplicateKeyError leaves the contact unchanged.
+                await self.contacts.update_one({"_id": contact_id}, {"$pull": {"tags": {"$in": removed}}})
+            if old := [key for key in remove_ids if key not in new_ids]:
+                await self.contacts.update_one({"_id": contact_id}, {"$pull": {"ids": {"$in": old}}})
+                await self.contacts.update_many(
+                    {"_id": contact_id, "ids": {"$size": 0}}, {"$unset": {"ids": ""}}
+                )
+        finally:
+            await self.changed(contact_id)  # also after a failure: part of it may be written
         return result.matched_count == 1
 
     async def adopt_ids(self, contact_id: str, keys: Iterable[str]) -> None:
@@ -158,6 +254,7 @@ class ContactRepository:
         missing = [key for key in keys if key.split(":", 1)[0] not in held]
         if missing:
             await self.contacts.update_one({"_id": contact_id}, {"$addToSet": {"ids": {"$each": missing}}})
+            await self.changed(contact_id)
 
     async def merged_into(self, contact_id: str) -> list[str]:
         return [doc["_id"] async for doc in self.merges.find({"winner_id": contact_id}, {"_id": 1})]
@@ -180,9 +277,12 @@ class ContactRepository:
         }
         if loser.get("tags"):
             update["$addToSet"] = {"tags": {"$each": loser["tags"]}}
-        return await self.contacts.find_one_and_update(
-            {"_id": winner_id}, update, return_document=ReturnDocument.AFTER
-        )
+        try:
+            return await self.contacts.find_one_and_update(
+                {"_id": winner_id}, update, return_document=ReturnDocument.AFTER
+            )
+        finally:
+            await self.changed(winner_id)
 
     async def record_merge(self, loser_id: str, winner_id: str, now: dt.datetime) -> None:
         """Old ids keep resolving: the loser points at the winner, and so does whatever pointed at it."""
@@ -207,12 +307,14 @@ class ContactRepository:
                 indexed += 1
             except DuplicateKeyError:
                 conflicts += 1
+        await self.changed(ANY_CONTACT)
         return indexed, conflicts
 
     async def unindex_unique_field(self, alias: str) -> None:
         await self.contacts.update_many({}, {"$pull": {"ids": {"$regex": f"^{re.escape(alias)}:"}}})
         # An empty array would be indexed (and collide) in the sparse unique index: remove it.
         await self.contacts.update_many({"ids": {"$size": 0}}, {"$unset": {"ids": ""}})
+        await self.changed(ANY_CONTACT)
 
     async def many(self, ids: Iterable[str]) -> dict[str, Document]:
         return {doc["_id"]: doc async for doc in self.contacts.find({"_id": {"$in": list(ids)}})}
@@ -245,4 +347,7 @@ class ContactRepository:
         await self.merges.delete_many({"$or": [{"winner_id": winner_id}, {"_id": winner_id}]})
 
     async def delete(self, contact_id: str) -> None:
-        await self.contacts.delete_one({"_id": contact_id})
+        try:
+            await self.contacts.delete_one({"_id": contact_id})
+        finally:
+            await self.changed(contact_id)

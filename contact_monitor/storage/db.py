@@ -54,8 +54,17 @@ class Storage:
     outbox: OutboxRepository
 
     @classmethod
-    def connect(cls, uri: str, database: str, *, event_listeners: Sequence[Any] = ()) -> Storage:
-        """`event_listeners`: PyMongo command/pool monitoring hooks (metrics, tests counting queries)."""
+    def connect(
+        cls,
+        uri: str,
+        database: str,
+        *,
+        event_listeners: Sequence[Any] = (),
+        contact_cache_size: int = 0,
+    ) -> Storage:
+        """`event_listeners`: PyMongo command/pool monitoring hooks (metrics, tests counting
+        queries). `contact_cache_size`: contacts kept for the tracking hot path (0: none; the
+        server turns the cache on only while it hears the invalidation channel)."""
         client: AsyncMongoClient[Document] = AsyncMongoClient(
             with_driver_options(uri),
             tz_aware=True,
@@ -65,7 +74,7 @@ class Storage:
         return cls(
             client=client,
             db=db,
-            contacts=ContactRepository(db),
+            contacts=ContactRepository(db, cache_size=contact_cache_size),
             devices=DeviceRepository(db),
             hits=HitRepository(db),
             tags=TagRepository(db),
