@@ -120,11 +120,11 @@ def run_wrk(url: str, script: Path, duration: int, connections: int) -> dict[str
     }
 
 
-def start_profiler(pids: list[int], output: Path, duration: int) -> subprocess.Popen[bytes]:
-    """py-spy on the uvicorn worker (the youngest server process: the one that answers)."""
+def start_profiler(pid: int, output: Path, duration: int) -> subprocess.Popen[bytes]:
+    """py-spy on one process (for the server: the youngest, the uvicorn worker that answers)."""
     if not shutil.which("py-spy"):
         raise SystemExit("py-spy is not installed (pip install py-spy)")
-    command = ["py-spy", "record", "--pid", str(max(pids)), "--format", "raw", "--rate", "250"]
+    command = ["py-spy", "record", "--pid", str(pid), "--format", "raw", "--rate", "250"]
     command += ["--duration", str(duration), "--output", str(output), "--nonblocking"]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -141,8 +141,9 @@ def main() -> None:
         "--profile",
         type=Path,
         metavar="FILE",
-        help="record the server process with py-spy during the tracked run (collapsed stacks "
-        "to FILE; the run is slowed by the sampling, so its numbers are not the benchmark's)",
+        help="record the server process with py-spy during the tracked run (raw collapsed stacks "
+        "to FILE, SecantusDB's to FILE.secantusdb; the run is slowed by the sampling, so its "
+        "numbers are not the benchmark's)",
     )
     args = parser.parse_args()
     if not shutil.which("wrk"):
@@ -173,9 +174,16 @@ def main() -> None:
         database = [p for p in processes if "secantus" in command_of(p)]
         server = [p for p in processes if p not in database and "redis" not in command_of(p)]
         cpu_server, cpu_db = cpu_seconds(server), cpu_seconds(database)
-        profiler = start_profiler(server, args.profile, args.duration) if args.profile else None
+        profilers = (
+            [
+                start_profiler(max(server), args.profile, args.duration),
+                start_profiler(max(database), Path(f"{args.profile}.secantusdb"), args.duration),
+            ]
+            if args.profile
+            else []
+        )
         tracked = run_wrk(app_url + "/", script, args.duration, args.connections)
-        if profiler:
+        for profiler in profilers:
             profiler.wait(60)
         cpu_server, cpu_db = cpu_seconds(server) - cpu_server, cpu_seconds(database) - cpu_db
         time.sleep(2)  # anything written behind the answer lands

@@ -133,16 +133,18 @@ class IngestPipeline:
         now = hit.occurred_at
         hit_id = visit.hit_id or ObjectId()
         hit_doc = self.hit_document(hit_id, visit, contact_id, device["_id"])
-        _, seen = await asyncio.gather(
-            self.storage.hits.insert(hit_doc),
-            self.storage.devices.seen(
-                device,
-                now=now,
-                user_agent=visit.user_agent.as_document(),
-                fingerprint=hit.fingerprint.as_document(),
-            ),
+        devices = self.storage.devices
+        update = devices.visit_update(
+            device,
+            now=now,
+            user_agent=visit.user_agent.as_document(),
+            fingerprint=hit.fingerprint.as_document(),
         )
-        self.identity.devices.put(seen)
+        if update is None:  # most page views: only the hit is written
+            await self.storage.hits.insert(hit_doc)
+        else:
+            _, seen = await asyncio.gather(self.storage.hits.insert(hit_doc), devices.seen(device, update))
+            self.identity.devices.put(seen)
         activity = Activity(
             "page_hit",
             contact_id,

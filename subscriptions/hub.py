@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -186,6 +187,8 @@ class StreamHub:
                 for raw_id, fields in entries:
                     entry_id = _text(raw_id)
                     self.last_id = entry_id
+                    if not self.subscribers:
+                        continue  # nobody to give it to: not even parsed
                     event = parse(fields)
                     if event is None:
                         continue
@@ -201,10 +204,15 @@ def _text(value: Any) -> str:
 
 def parse(fields: dict[Any, Any] | None) -> Event | None:
     raw = (fields or {}).get(b"event") or (fields or {}).get("event")
-    try:
-        event = json.loads(raw) if raw else None
-    except ValueError:
+    if not raw:
         return None
+    try:
+        event = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        try:  # what the standard library reads and orjson does not (NaN, lone surrogates)
+            event = json.loads(raw)
+        except ValueError:
+            return None
     return event if isinstance(event, dict) else None
 
 

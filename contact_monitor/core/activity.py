@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
+import orjson
 from bson import ObjectId
 from pymongo.errors import PyMongoError
 from redis.asyncio import Redis
@@ -80,6 +81,15 @@ class Activity:
             "contact": summary,
             **self.data,
         }
+        return encode_event(body)
+
+
+def encode_event(body: Mapping[str, Any]) -> str:
+    """Compact JSON, non-ASCII as is; datetimes as `isoformat`, ObjectIds as strings. orjson, or
+    the standard library for what orjson refuses (integers beyond 64 bits, non-string keys)."""
+    try:
+        return orjson.dumps(body, default=_json_default, option=orjson.OPT_PASSTHROUGH_DATETIME).decode()
+    except TypeError:
         return json.dumps(body, default=_json_default, separators=(",", ":"), ensure_ascii=False)
 
 

@@ -74,35 +74,38 @@ class DeviceRepository:
             }
         )
 
-    async def seen(
+    def visit_update(
         self,
         device: Document,
         *,
         now: dt.datetime,
         user_agent: Mapping[str, str],
         fingerprint: Mapping[str, object],
-    ) -> Document:
-        """Record a visit on the device the caller holds, only when something would change: a
-        new user agent or fingerprint, or a `last_seen` older than SEEN_RESOLUTION (one write less
-        for most page views). Returns the device as it is after."""
-        update: Document = {}
-        if dict(user_agent) != device.get("user_agent"):
-            update["user_agent"] = dict(user_agent)
-        if any(value is not None for value in fingerprint.values()) and dict(fingerprint) != device.get(
-            "fingerprint"
-        ):
-            update["fingerprint"] = dict(fingerprint)
+    ) -> Document | None:
+        """What a visit changes on the device the caller holds, or None: only a new user agent
+        or fingerprint, or a `last_seen` older than SEEN_RESOLUTION, is written (one write less
+        for most page views). Pure: `seen` writes it."""
         last_seen = device.get("last_seen")
-        if update or last_seen is None or now - last_seen >= SEEN_RESOLUTION:
-            # Whatever made us write, the device gets what this hit says (another process may
-            # have written something else since this copy was read).
-            update["user_agent"] = dict(user_agent)
-            if any(value is not None for value in fingerprint.values()):
-                update["fingerprint"] = dict(fingerprint)
-            update["last_seen"] = max(now, last_seen) if last_seen else now
-            await self.devices.update_one({"_id": device["_id"]}, {"$set": update})
-            return {**device, **update}
-        return device
+        has_fingerprint = any(value is not None for value in fingerprint.values())
+        if (
+            last_seen is not None
+            and now - last_seen < SEEN_RESOLUTION
+            and dict(user_agent) == device.get("user_agent")
+            and not (has_fingerprint and dict(fingerprint) != device.get("fingerprint"))
+        ):
+            return None
+        # Whatever made us write, the device gets what this hit says (another process may have
+        # written something else since this copy was read).
+        update: Document = {"user_agent": dict(user_agent)}
+        if has_fingerprint:
+            update["fingerprint"] = dict(fingerprint)
+        update["last_seen"] = max(now, last_seen) if last_seen else now
+        return update
+
+    async def seen(self, device: Document, update: Document) -> Document:
+        """Write a `visit_update`; returns the device as it is after."""
+        await self.devices.update_one({"_id": device["_id"]}, {"$set": update})
+        return {**device, **update}
 
     async def many(self, tracking_ids: list[str]) -> dict[str, Document]:
         return {doc["_id"]: doc async for doc in self.devices.find({"_id": {"$in": tracking_ids}})}

@@ -100,3 +100,36 @@ async def test_graphql_cors_follows_the_dashboard_origins(make_harness):
             "/mtc/event", headers={"Origin": "https://dash.example.com", **preflight}
         )
         assert "access-control-allow-origin" not in pixel.headers
+
+
+def test_tracking_cookies_are_written_as_starlette_writes_them():
+    """The pre-formatted Set-Cookie headers (ingest/cookies.py) equal Starlette's own, for every
+    setting that changes them; a value that would need quoting takes Starlette's path."""
+    from dataclasses import replace
+
+    from starlette.responses import Response
+
+    from contact_monitor.settings import Settings
+    from ingest.cookies import _set_with_starlette, set_tracking_cookies
+
+    for secure in (True, False):
+        for domain in (None, ".example.com"):
+            settings = replace(Settings(), cookie_secure=secure, cookie_domain=domain)
+            for contact_id, device_id, hit_id in (
+                ("5c0e9d6f0a1b2c3d4e5f6a7b", "k3v9q2x7m1p4z8a6b0c5d2e", None),
+                ("5c0e9d6f0a1b2c3d4e5f6a7b", "k3v9q2x7m1p4z8a6b0c5d2e", "6a1b2c3d4e5f6a7b8c9d0e1f"),
+                ("not plain; value", "dévice", "x y"),
+            ):
+                fast = Response()
+                set_tracking_cookies(
+                    fast, settings, contact_id=contact_id, device_id=device_id, hit_id=hit_id
+                )
+                slow = Response()
+                for name, value, max_age in (
+                    ("mtc_id", contact_id, None),
+                    ("mautic_device_id", device_id, 365 * 24 * 3600),
+                    ("mautic_referer_id", hit_id, 30 * 60),
+                ):
+                    if value is not None:
+                        _set_with_starlette(slow, name, value, max_age, domain, secure)
+                assert fast.raw_headers == slow.raw_headers
