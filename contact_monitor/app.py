@@ -216,6 +216,8 @@ def create_app(settings: Settings) -> Starlette:
             republisher = asyncio.create_task(services.publisher.republish(), name="outbox-republisher")
             pipeline = IngestPipeline(services)
             watch(services.metrics, storage, hub, shared, graphql, pipeline)
+            for batcher in storage.batchers():  # a request waits no longer for its batch
+                batcher.timeout = settings.track_timeout_seconds
             state: dict[str, object] = {
                 "services": services,
                 "pipeline": pipeline,

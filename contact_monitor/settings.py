@@ -51,6 +51,9 @@ class Settings:
     stream_maxlen: int = 100_000
     max_body_bytes: int = 64 * 1024
     field_cache_seconds: float = 2.0
+    # How long a tracking request waits for MongoDB at most (server selection included): past
+    # it the pixel spools its hit and the other endpoints answer 503 with Retry-After.
+    track_timeout_seconds: float = 3.0
     # Contacts the tracking hot path keeps per process (0: none), invalidated through Redis.
     contact_cache_size: int = 10_000
     graphiql: bool = False
@@ -101,6 +104,10 @@ class Settings:
             raise SettingsError(f"CM_LIVE_LINGER_MS must be between 0 and 1000, not {self.live_linger_ms}")
         if not 1 <= self.subscription_queue <= 1_000_000:
             raise SettingsError("CM_SUBSCRIPTION_QUEUE must be between 1 and 1000000")
+        if not 0.1 <= self.track_timeout_seconds <= 60:
+            raise SettingsError(
+                f"CM_TRACK_TIMEOUT_SECONDS must be between 0.1 and 60, not {self.track_timeout_seconds}"
+            )
         if not 0 <= self.contact_cache_size <= 10_000_000:
             raise SettingsError(
                 f"CM_CONTACT_CACHE_SIZE must be between 0 and 10000000, not {self.contact_cache_size}"
@@ -243,6 +250,7 @@ class Settings:
             max_body_bytes=integer("CM_MAX_BODY_BYTES", 64 * 1024),
             field_cache_seconds=number("CM_FIELD_CACHE_SECONDS", 2.0),
             contact_cache_size=integer("CM_CONTACT_CACHE_SIZE", 10_000),
+            track_timeout_seconds=number("CM_TRACK_TIMEOUT_SECONDS", 3.0),
             graphiql=flag("CM_GRAPHIQL", False),
             dashboard_origins=origins("CM_DASHBOARD_ORIGINS"),
             subscription_queue=integer("CM_SUBSCRIPTION_QUEUE", 1000),

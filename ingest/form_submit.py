@@ -17,6 +17,7 @@ import logging
 import re
 from urllib.parse import quote, urlsplit
 
+import pymongo
 from pymongo.errors import PyMongoError
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -140,30 +141,33 @@ async def form_submit(request: Request) -> Response:
         log.warning("form return URL refused (not an allowed site): %.200s", submission.return_url)
         submission = dataclasses.replace(submission, return_url=None)
     try:
-        form = (
-            await services.storage.forms.get(submission.form_id) if submission.form_id is not None else None
-        )
-        if form is None or not form.published:
-            return failure(submission, submission.wants_json, message=UNAVAILABLE)
-        registry = await services.fields.get()
-        pipeline: IngestPipeline = request.state.pipeline
-        values, results, errors = validate_submission(form, submission, registry)
-        if errors:
-            return failure(
-                submission, submission.wants_json, message="Invalid submission", errors=errors, form=form
+        with pymongo.timeout(settings.track_timeout_seconds):  # as every tracking request
+            form = (
+                await services.storage.forms.get(submission.form_id)
+                if submission.form_id is not None
+                else None
             )
-        visit = build_visit(
-            request,
-            settings,
-            "form",
-            builder,
-            address=visitor_address(request, settings),
-            user_agent=await pipeline.agents.parse(request.headers.get("user-agent", "")),
-            referer=submission.return_url,
-            values=values,
-            form={"form_id": form.id, "form_name": form.name, "values": results},
-        )
-        outcome = await pipeline.track(visit)
+            if form is None or not form.published:
+                return failure(submission, submission.wants_json, message=UNAVAILABLE)
+            registry = await services.fields.get()
+            pipeline: IngestPipeline = request.state.pipeline
+            values, results, errors = validate_submission(form, submission, registry)
+            if errors:
+                return failure(
+                    submission, submission.wants_json, message="Invalid submission", errors=errors, form=form
+                )
+            visit = build_visit(
+                request,
+                settings,
+                "form",
+                builder,
+                address=visitor_address(request, settings),
+                user_agent=await pipeline.agents.parse(request.headers.get("user-agent", "")),
+                referer=submission.return_url,
+                values=values,
+                form={"form_id": form.id, "form_name": form.name, "values": results},
+            )
+            outcome = await pipeline.track(visit)
     except PyMongoError:
         log.exception("form submission could not be stored")
         response = failure(submission, submission.wants_json, message="Please try again in a moment.")

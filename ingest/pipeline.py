@@ -52,7 +52,7 @@ class Visit:
     # Form submissions: values of every mapped field (public or not), and the submission itself.
     values: Mapping[str, FieldValue] | None = None
     form: Mapping[str, Any] | None = None
-    # Fixed at receipt for a hit replayed from the spool (so that a replay writes it once).
+    # Fixed at receipt for a pixel hit, also when it is spooled (so that a replay writes it once).
     hit_id: ObjectId | None = None
 
 

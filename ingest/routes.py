@@ -14,6 +14,7 @@ import logging
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
+import pymongo
 from bson import ObjectId
 from pymongo.errors import PyMongoError
 from starlette.formparsers import MultiPartException, MultiPartParser
@@ -141,7 +142,7 @@ def build_visit(
     received: tuple[ObjectId, dt.datetime] | None = None,
 ) -> Visit:
     """The typed visit of a request whose parameters are collected (pure). `received`: the hit id
-    and time fixed when a spooled request arrived."""
+    and time fixed when the request arrived (the pixel's, kept when it is spooled)."""
     headers = request.headers
     hit = build_hit(
         builder.params,
@@ -204,19 +205,26 @@ async def visit_from_request(
     return visit, list(visit.hit.warnings)
 
 
-async def record(request: Request, endpoint: Endpoint, body: bytes) -> tuple[Outcome | None, list[str]]:
+async def record(
+    request: Request,
+    endpoint: Endpoint,
+    body: bytes,
+    received: tuple[ObjectId, dt.datetime] | None = None,
+) -> tuple[Outcome | None, list[str]]:
+    """Record the request; MongoDB gets CM_TRACK_TIMEOUT_SECONDS in all (a `PyMongoError` past it)."""
     services: Services = request.state.services
     counted = services.metrics.tracking
-    visit, warnings = await visit_from_request(request, services, endpoint, body)
-    if visit is None:
-        counted.labels(endpoint, "skipped").inc()
-        return None, warnings
-    pipeline: IngestPipeline = request.state.pipeline
-    try:
-        outcome = await pipeline.track(visit)
-    except Exception:
-        counted.labels(endpoint, "failed").inc()
-        raise
+    with pymongo.timeout(services.settings.track_timeout_seconds):
+        visit, warnings = await visit_from_request(request, services, endpoint, body, received)
+        if visit is None:
+            counted.labels(endpoint, "skipped").inc()
+            return None, warnings
+        pipeline: IngestPipeline = request.state.pipeline
+        try:
+            outcome = await pipeline.track(visit)
+        except Exception:
+            counted.labels(endpoint, "failed").inc()
+            raise
     counted.labels(endpoint, "recorded").inc()
     return outcome, outcome.warnings
 
@@ -239,16 +247,19 @@ async def tracking_pixel(request: Request) -> Response:
     outcome = None
     spool: HitSpool = request.state.pipeline.spool
     body = b""
+    # The hit's id and time, fixed at receipt: a hit spooled after a failed attempt that MongoDB
+    # applied after all is recognised by its id when replayed, and not written twice.
+    received = (ObjectId(), now_ms())
     try:
         body = await read_body(request, request.state.services.settings.max_body_bytes, keep_prefix=True)
         if spool.open:
-            await spool_or_log(spool, request, body)
+            await spool_or_log(spool, request, body, received)
         else:
-            outcome, _ = await record(request, "pixel", body)
+            outcome, _ = await record(request, "pixel", body, received)
     except PyMongoError:
         spool.failed()
         log.warning("MongoDB unavailable: the pixel hit is spooled")
-        await spool_or_log(spool, request, body)
+        await spool_or_log(spool, request, body, received)
     except Exception:  # the promise is the GIF: a bug is logged, never shown to the page
         log.exception("pixel hit failed")
     headers = {**GIF_HEADERS, "Content-Length": str(len(GIF))}
@@ -256,10 +267,12 @@ async def tracking_pixel(request: Request) -> Response:
     return with_cookies(response, request, outcome)
 
 
-async def spool_or_log(spool: HitSpool, request: Request, body: bytes) -> None:
+async def spool_or_log(
+    spool: HitSpool, request: Request, body: bytes, received: tuple[ObjectId, dt.datetime]
+) -> None:
     counted = request.state.services.metrics.tracking
     try:
-        await spool.append(request, body)
+        await spool.append(request, body, received)
     except OSError:
         counted.labels("pixel", "lost").inc()
         log.exception("the pixel hit could not be spooled either: it is lost")

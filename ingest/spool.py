@@ -50,11 +50,15 @@ class HitSpool:
     def failed(self) -> None:
         self.open_until = time.monotonic() + OPEN_SECONDS
 
-    async def append(self, request: Request, body: bytes) -> None:
-        """Keep the request on disk (fsync'd) with a hit id and a time fixed now."""
+    async def append(
+        self, request: Request, body: bytes, received: tuple[ObjectId, dt.datetime] | None = None
+    ) -> None:
+        """Keep the request on disk (fsync'd) with its hit id and time: those fixed at receipt,
+        or new ones now."""
+        hit_id, received_at = received or (ObjectId(), dt.datetime.now(dt.UTC))
         record = {
-            "hit_id": str(ObjectId()),
-            "received_at": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+            "hit_id": str(hit_id),
+            "received_at": received_at.astimezone(dt.UTC).isoformat(timespec="milliseconds"),
             "method": request.method,
             "path": request.url.path,
             "query": request.scope.get("query_string", b"").decode("latin-1"),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import datetime as dt
 import json
 import logging
@@ -172,7 +173,10 @@ class ActivityPublisher:
         future: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
         self._pending.append((activities, events, future))
         if self._sender is None or self._sender.done():
-            self._sender = asyncio.create_task(self._send_pending(), name="activity-publisher")
+            # Not the request's context: its MongoDB deadline must not bind the outbox writes.
+            self._sender = asyncio.create_task(
+                self._send_pending(), name="activity-publisher", context=contextvars.Context()
+            )
         return await future
 
     async def _send_pending(self) -> None:

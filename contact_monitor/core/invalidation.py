@@ -15,6 +15,7 @@ A field change also empties the contact cache (making a field unique re-keys con
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Sequence
 
@@ -68,7 +69,9 @@ class Invalidations:
         if len(self._pending) > MAX_PENDING:
             self._pending = {ANY_CONTACT: None}
         if self._sender is None or self._sender.done():
-            self._sender = asyncio.get_running_loop().create_task(self._send(), name="contact-invalidations")
+            self._sender = asyncio.get_running_loop().create_task(
+                self._send(), name="contact-invalidations", context=contextvars.Context()
+            )
 
     async def _send(self) -> None:
         delay = 0.05

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import time
 from collections.abc import Callable
 
+import pymongo
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, DuplicateKeyError, WriteConcernError, WriteError
 
@@ -40,6 +42,9 @@ class InsertBatcher:
         self.task: asyncio.Task[None] | None = None
         # Told (collection name, documents, seconds) after each batch: the app's metrics.
         self.on_batch: Callable[[str, int, float], None] | None = None
+        # How long one batch may wait for MongoDB (server selection included); None: the
+        # driver's own timeouts. Set by the app to CM_TRACK_TIMEOUT_SECONDS.
+        self.timeout: float | None = None
 
     async def insert(self, document: Document) -> None:
         """Once it is stored; `insert_many` gives the document its `_id` when it has none."""
@@ -48,7 +53,11 @@ class InsertBatcher:
         if len(self.pending) >= self.max_size:
             self.full.set()
         if self.task is None or self.task.done():
-            self.task = asyncio.create_task(self._run(), name=f"insert-batcher-{self.collection.name}")
+            # A context of its own: not the deadline (`pymongo.timeout`) of the request that
+            # happened to start it, which would expire under the batches that follow.
+            self.task = asyncio.create_task(
+                self._run(), name=f"insert-batcher-{self.collection.name}", context=contextvars.Context()
+            )
         await future
 
     async def _run(self) -> None:
@@ -81,7 +90,8 @@ class InsertBatcher:
         failed: dict[int, Exception] = {}
         started = time.perf_counter()
         try:
-            await self.collection.insert_many([document for document, _ in batch], ordered=False)
+            with pymongo.timeout(self.timeout):
+                await self.collection.insert_many([document for document, _ in batch], ordered=False)
         except BulkWriteError as exc:
             for error in exc.details.get("writeErrors", []):
                 kind = DuplicateKeyError if error.get("code") == DUPLICATE_KEY else WriteError

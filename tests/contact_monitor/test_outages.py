@@ -52,6 +52,62 @@ def test_mongodb_outage(redis_url, tmp_path):
         mongodb.stop()
 
 
+def test_a_tracking_request_waits_for_mongodb_no_longer_than_its_timeout(redis_url, tmp_path):
+    """The driver's own server selection timeout (10 s) left as it is: with
+    CM_TRACK_TIMEOUT_SECONDS=1, the first pixel of an outage gets its GIF within a couple of
+    seconds and is spooled under the hit id fixed at its receipt; /mtc/event answers 503 as
+    fast. When MongoDB is back, the spooled hit is recorded under that id."""
+    import json
+    import time
+
+    from pymongo import MongoClient
+
+    mongodb = start_mongodb(tmp_path / "mongo", storage=":memory:")
+    port = free_port()
+    data_dir = tmp_path / "data"
+    env = server_env(
+        CM_MONGODB_URI=mongodb.uri,
+        CM_REDIS_URL=redis_url,
+        CM_REDIS_PREFIX=redis_prefix(f"deadline-{port}"),
+        CM_DATA_DIR=str(data_dir),
+        CM_COOKIE_SECURE="false",
+        CM_TRACK_TIMEOUT_SECONDS="1",
+    )
+    server = start_server(env, port)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"User-Agent": CHROME}) as client:
+            assert client.get("/mtracking.gif?page_url=before").status_code == 200
+            mongodb.stop()
+            started = time.monotonic()
+            pixel = client.get("/mtracking.gif?page_url=during", timeout=30)
+            assert pixel.status_code == 200 and pixel.headers["content-type"] == "image/gif"
+            assert time.monotonic() - started < 6, "the pixel waited for the driver's 10 s"
+            [spooled] = [
+                json.loads(line)
+                for path in (data_dir / "spool").glob("*.jsonl")
+                for line in path.read_text().splitlines()
+            ]
+            assert "page_url=during" in spooled["query"]
+
+            started = time.monotonic()
+            event = client.post("/mtc/event", data={"page_url": "event"}, timeout=30)
+            assert event.status_code == 503 and event.headers["retry-after"]
+            assert time.monotonic() - started < 6
+
+            mongodb = start_mongodb(tmp_path / "mongo", storage=":memory:", port=mongodb.port)
+            with MongoClient(mongodb.uri) as mongo:
+                hits = mongo["contact_monitor"].hits
+                deadline = time.monotonic() + 60
+                while hits.count_documents({}) == 0 and time.monotonic() < deadline:
+                    time.sleep(0.2)  # the replayer's own period (ingest/spool.py): nothing to await
+                [hit] = list(hits.find())
+            assert str(hit["_id"]) == spooled["hit_id"] and hit["url"] == "during"
+    finally:
+        stop_server(server)
+        forget_prefix(redis_url, redis_prefix(f"deadline-{port}"))
+        mongodb.stop()
+
+
 async def test_redis_outage_health(harness):
     broken = Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
     object.__setattr__(harness.services, "redis", broken)

@@ -68,6 +68,10 @@ def test_everything_from_the_environment():
         ({"CM_WS_STUCK_SECONDS": "86401"}, "CM_WS_STUCK_SECONDS"),
         ({"CM_LIVE_LINGER_MS": "-1"}, "CM_LIVE_LINGER_MS must be between 0 and 1000"),
         ({"CM_LIVE_LINGER_MS": "1001"}, "CM_LIVE_LINGER_MS"),
+        ({"CM_TRACK_TIMEOUT_SECONDS": "0.09"}, "CM_TRACK_TIMEOUT_SECONDS must be between 0.1 and 60"),
+        ({"CM_TRACK_TIMEOUT_SECONDS": "61"}, "CM_TRACK_TIMEOUT_SECONDS"),
+        ({"CM_CONTACT_CACHE_SIZE": "-1"}, "CM_CONTACT_CACHE_SIZE must be between 0 and 10000000"),
+        ({"CM_CONTACT_CACHE_SIZE": "10000001"}, "CM_CONTACT_CACHE_SIZE"),
         ({"CM_SHARED_FEEDS": "sometimes"}, "CM_SHARED_FEEDS must be true or false"),
         ({"CM_MONGODB_URI": "localhost:27017"}, "CM_MONGODB_URI must start with mongodb://"),
         ({"CM_MONGODB_URI": "mongodb://ann:p@ss:w@db"}, "CM_MONGODB_URI is not a valid MongoDB URI"),
@@ -91,6 +95,14 @@ def test_a_bad_uri_is_refused_without_repeating_it():
         }
     )
     assert fine.mongodb_uri and fine.redis_url
+
+
+def test_tracking_limits_at_their_bounds():
+    low = Settings.from_env({"CM_TRACK_TIMEOUT_SECONDS": "0.1", "CM_CONTACT_CACHE_SIZE": "0"})
+    assert (low.track_timeout_seconds, low.contact_cache_size) == (0.1, 0)
+    high = Settings.from_env({"CM_TRACK_TIMEOUT_SECONDS": "60", "CM_CONTACT_CACHE_SIZE": "10000000"})
+    assert (high.track_timeout_seconds, high.contact_cache_size) == (60, 10_000_000)
+    assert (Settings().track_timeout_seconds, Settings().contact_cache_size) == (3.0, 10_000)
 
 
 def test_live_feed_limits_at_their_bounds():
