@@ -22,6 +22,8 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 AnonymizeMode = Literal["off", "truncate", "drop"]
 ProxyHeader = Literal["x-forwarded-for", "forwarded"]
 N = TypeVar("N", int, float)
+# CM_IDENTITY_SECRET: shorter is refused (it would be guessable offline from one identity_hash).
+MIN_SECRET_LENGTH = 16
 
 
 class SettingsError(ValueError):
@@ -47,6 +49,9 @@ class Settings:
     do_not_track_ips: tuple[str, ...] = ()
     respect_dnt: bool = False
     track_by_ip: bool = False
+    # Verified identification (docs/identity.md): with a secret, a unique field value on a
+    # public request identifies only with identity_hash = HMAC-SHA256(secret, normalized value).
+    identity_secret: str | None = field(default=None, repr=False)
     filter_bots: bool = True
     stream_maxlen: int = 100_000
     max_body_bytes: int = 64 * 1024
@@ -104,6 +109,11 @@ class Settings:
             raise SettingsError(f"CM_LIVE_LINGER_MS must be between 0 and 1000, not {self.live_linger_ms}")
         if not 1 <= self.subscription_queue <= 1_000_000:
             raise SettingsError("CM_SUBSCRIPTION_QUEUE must be between 1 and 1000000")
+        if self.identity_secret is not None and len(self.identity_secret) < MIN_SECRET_LENGTH:
+            raise SettingsError(
+                f"CM_IDENTITY_SECRET must be at least {MIN_SECRET_LENGTH} characters (a random string, "
+                "e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`)"
+            )
         if not 0.1 <= self.track_timeout_seconds <= 60:
             raise SettingsError(
                 f"CM_TRACK_TIMEOUT_SECONDS must be between 0.1 and 60, not {self.track_timeout_seconds}"
@@ -245,6 +255,7 @@ class Settings:
             do_not_track_ips=items("CM_DO_NOT_TRACK_IPS"),
             respect_dnt=flag("CM_RESPECT_DNT", False),
             track_by_ip=flag("CM_TRACK_BY_IP", False),
+            identity_secret=text("CM_IDENTITY_SECRET"),
             filter_bots=flag("CM_FILTER_BOTS", True),
             stream_maxlen=integer("CM_STREAM_MAXLEN", 100_000),
             max_body_bytes=integer("CM_MAX_BODY_BYTES", 64 * 1024),

@@ -24,13 +24,14 @@ from contact_monitor.core.fields import (
     submitted_fields,
     timezone_from_offset,
 )
-from contact_monitor.core.identity import IdentityResolver, Visitor
+from contact_monitor.core.identity import IDENTITY_HASH, IdentityResolver, Visitor, verifies
 from contact_monitor.core.services import Services
 from contact_monitor.core.tags import diff
 from contact_monitor.storage.contacts import unique_key
 from contact_monitor.storage.documents import Document
 from contact_monitor.storage.fields import FieldDefinition
 from ingest.hit import Hit
+from ingest.payload import Params
 from ingest.spool import HitSpool
 from ingest.useragent import UserAgent, UserAgentParser
 
@@ -85,6 +86,7 @@ class IngestPipeline:
         else:
             values, field_warnings = submitted_fields(hit.params, registry)
             outcome.warnings.extend(field_warnings)
+        claims = self.unverified(values, registry, hit.params)
         unique = [unique_key(alias, value) for alias, value in values.items() if registry[alias].unique]
 
         for attempt in range(2):
@@ -95,8 +97,11 @@ class IngestPipeline:
                 ip=visit.ip,
                 unique_keys=unique,
             )
+            claimed, applied = self.claims_of(visitor, claims, values, outcome.warnings)
             try:
-                contact, created, changes = await self.apply_changes(visitor, visit, values, registry)
+                contact, created, changes = await self.apply_changes(
+                    visitor, visit, applied, registry, tags=not (claimed and visitor.identified)
+                )
                 break
             except DuplicateKeyError:
                 # Another request gave the same email to another contact a moment ago: resolve
@@ -117,6 +122,8 @@ class IngestPipeline:
         )
         outcome.contact_id = contact["_id"]
         outcome.device_id = device["_id"]
+        if claimed:
+            await self.storage.contacts.add_claims(contact["_id"], claimed, now)
 
         if visit.form is not None:
             activities.append(Activity("form_submitted", contact["_id"], now, dict(visit.form)))
@@ -125,6 +132,45 @@ class IngestPipeline:
             activities.append(page_hit)
         await self.services.recorder.record(activities, contact)
         return outcome
+
+    def unverified(
+        self, values: dict[str, FieldValue], registry: Mapping[str, FieldDefinition], params: Params
+    ) -> dict[str, FieldValue]:
+        """With CM_IDENTITY_SECRET: the unique values that `identity_hash` does not vouch for,
+        taken out of `values` (they neither identify nor are written; docs/identity.md)."""
+        secret = self.services.settings.identity_secret
+        if secret is None:
+            return {}
+        raw = params.get(IDENTITY_HASH) or params.get(f"mauticform[{IDENTITY_HASH}]")
+        proof = raw[-1] if isinstance(raw, list) else raw
+        return {
+            alias: values.pop(alias)
+            for alias in [alias for alias, value in values.items() if registry[alias].unique]
+            if not verifies(secret, unique_key(alias, values[alias]), proof)
+        }
+
+    @staticmethod
+    def claims_of(
+        visitor: Visitor, claims: Mapping[str, FieldValue], values: dict[str, FieldValue], warnings: list[str]
+    ) -> tuple[dict[str, FieldValue], dict[str, FieldValue]]:
+        """(the claims to keep on the visitor's contact, the values to apply). A claim of a value
+        the visitor holds already is no claim. An identified visitor's contact is not changed by
+        a request that makes a claim: its other values and tags are not applied either."""
+        held = set((visitor.contact or {}).get("ids", []))
+        claimed = {alias: value for alias, value in claims.items() if unique_key(alias, value) not in held}
+        if not claimed:
+            return {}, values
+        names = ", ".join(sorted(claimed))
+        warnings.append(
+            f"{names}: not verified (identity_hash missing or wrong); kept as an unverified claim"
+        )
+        if visitor.identified:
+            warnings.append(
+                "nothing else of this request was applied: "
+                "an unverified claim cannot change an identified contact"
+            )
+            return claimed, {}
+        return claimed, values
 
     async def store_hit(self, visit: Visit, contact_id: str, device: Document) -> tuple[str, Activity]:
         """The hit (written once: its time on page is derived when read; with UTM codes it is the
@@ -159,6 +205,8 @@ class IngestPipeline:
         visit: Visit,
         values: Mapping[str, FieldValue],
         registry: Mapping[str, FieldDefinition],
+        *,
+        tags: bool = True,
     ) -> tuple[Document, bool, list[Activity]]:
         """Fields, identity keys, tags and last activity: one insert for a new contact, at most
         one update for a known one. Returns the contact as it is after, whether it is new, and the
@@ -177,7 +225,7 @@ class IngestPipeline:
             if guessed:
                 values["timezone"] = guessed
         change = plan_fields(contact, values, registry)
-        if hit.tags:
+        if hit.tags and tags:
             change.added_tags, change.removed_tags = await diff(
                 self.storage, contact.get("tags", []), hit.tags, now
             )

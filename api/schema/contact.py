@@ -46,6 +46,16 @@ NODE_TYPES: dict[str, Any] = {
 assert set(NODE_TYPES) == set(TIMELINE_TYPES), set(NODE_TYPES) ^ set(TIMELINE_TYPES)
 
 
+@strawberry.type(
+    description="A unique value (an email) a public request gave without a valid identity_hash "
+    "while CM_IDENTITY_SECRET is set: kept, not trusted, never used to identify (docs/identity.md)."
+)
+class IdentityClaim:
+    field: str
+    value: str
+    claimed_at: dt.datetime
+
+
 @strawberry.type(description="A person (or an anonymous visitor) and everything they did.")
 class Contact:
     doc: strawberry.Private[Document]
@@ -70,6 +80,13 @@ class Contact:
     @strawberry.field
     def tags(self) -> list[str]:
         return list(self.doc.get("tags", []))
+
+    @strawberry.field(description="Unverified identity claims, oldest first (the newest 20).")
+    def claims(self) -> list[IdentityClaim]:
+        return [
+            IdentityClaim(field=claim["alias"], value=str(claim["value"]), claimed_at=claim["claimed_at"])
+            for claim in self.doc.get("claims", [])
+        ]
 
     @strawberry.field
     def created_at(self) -> dt.datetime:

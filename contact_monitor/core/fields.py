@@ -53,6 +53,7 @@ TRACKING_PARAMETERS = frozenset(
         "do_not_track",
         "mautic_device_id",
         "mtc_id",
+        "identity_hash",
         "tags",
         "d",
         "ct",

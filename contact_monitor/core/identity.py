@@ -16,6 +16,8 @@ The rules are in docs/identity.md; in short, first match wins:
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -24,6 +26,9 @@ from contact_monitor.core.activity import Activity
 from contact_monitor.core.fields import is_identified
 from contact_monitor.storage import Storage
 from contact_monitor.storage.documents import Document
+
+# The parameter (or form field) that proves a unique value under CM_IDENTITY_SECRET.
+IDENTITY_HASH = "identity_hash"
 
 # Longest `mtc_id` cookie value looked up (ids are 24 characters).
 MAX_CONTACT_COOKIE = 64
@@ -38,6 +43,24 @@ class Visitor:
     contact: Document | None
     device: Document | None
     activities: list[Activity] = field(default_factory=list)
+
+    @property
+    def identified(self) -> bool:
+        return self.contact is not None and not self.contact.get("anonymous", True)
+
+
+def identity_hash(secret: str, key: str) -> str:
+    """What the site's server computes to vouch for a unique value: hex HMAC-SHA256 of the
+    normalized value (the part of the unique key after "alias:": trimmed and case-folded, which
+    for an ASCII email is plain lower case) under CM_IDENTITY_SECRET."""
+    value = key.split(":", 1)[1]
+    return hmac.new(secret.encode(), value.encode(), hashlib.sha256).hexdigest()
+
+
+def verifies(secret: str, key: str, proof: str | None) -> bool:
+    if not proof:
+        return False
+    return hmac.compare_digest(identity_hash(secret, key).encode(), proof.strip().lower().encode("utf-8"))
 
 
 def _by_alias(keys: Iterable[str]) -> dict[str, str]:

@@ -30,6 +30,7 @@ from contact_monitor.storage.documents import Cursor, Document, newest_first, ol
 from contact_monitor.storage.ids import new_contact_id
 
 MAX_MERGE_CHAIN = 16
+MAX_CLAIMS = 20  # unverified identity claims kept per contact, newest last (docs/identity.md)
 DEFAULT_CACHE_SIZE = 10_000
 # Announces the ids of changed contacts to the other processes ("*": any contact may have changed).
 Announcer = Callable[[Sequence[str]], Awaitable[None]]
@@ -245,6 +246,14 @@ class ContactRepository:
             await self.changed(contact_id)  # also after a failure: part of it may be written
         return result.matched_count == 1
 
+    async def add_claims(self, contact_id: str, claims: Mapping[str, object], now: dt.datetime) -> None:
+        """Keep unverified identity claims on the contact (`claims`: the newest MAX_CLAIMS)."""
+        entries = [{"alias": alias, "value": value, "claimed_at": now} for alias, value in claims.items()]
+        await self.contacts.update_one(
+            {"_id": contact_id}, {"$push": {"claims": {"$each": entries, "$slice": -MAX_CLAIMS}}}
+        )
+        await self.changed(contact_id)
+
     async def adopt_ids(self, contact_id: str, keys: Iterable[str]) -> None:
         """Give a merge survivor the unique keys of the contact merged into it (for aliases it lacks)."""
         contact = await self.get(contact_id)
@@ -277,6 +286,10 @@ class ContactRepository:
         }
         if loser.get("tags"):
             update["$addToSet"] = {"tags": {"$each": loser["tags"]}}
+        if loser.get("claims"):  # the newest MAX_CLAIMS of both (contact_monitor/core/identity.py)
+            update["$push"] = {
+                "claims": {"$each": loser["claims"], "$sort": {"claimed_at": 1}, "$slice": -20}
+            }
         try:
             return await self.contacts.find_one_and_update(
                 {"_id": winner_id}, update, return_document=ReturnDocument.AFTER
