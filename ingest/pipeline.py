@@ -89,6 +89,7 @@ class IngestPipeline:
         claims = self.unverified(values, registry, hit.params)
         unique = [unique_key(alias, value) for alias, value in values.items() if registry[alias].unique]
 
+        merged: list[Activity] = []  # a merge of a first attempt is done: keep its activity
         for attempt in range(2):
             visitor = await self.identity.resolve(
                 now=now,
@@ -97,7 +98,9 @@ class IngestPipeline:
                 ip=visit.ip,
                 unique_keys=unique,
             )
+            merged.extend(visitor.activities)
             claimed, applied = self.claims_of(visitor, claims, values, outcome.warnings)
+            applied = await self.without_others_values(visitor, applied, registry, outcome.warnings)
             try:
                 contact, created, changes = await self.apply_changes(
                     visitor, visit, applied, registry, tags=not (claimed and visitor.identified)
@@ -108,7 +111,7 @@ class IngestPipeline:
                 # again, which now finds (and merges into) that contact.
                 if attempt:
                     raise
-        activities = visitor.activities
+        activities = merged
         if created:
             activities.append(Activity("contact_created", contact["_id"], now))
         activities.extend(changes)
@@ -148,6 +151,28 @@ class IngestPipeline:
             for alias in [alias for alias, value in values.items() if registry[alias].unique]
             if not verifies(secret, unique_key(alias, values[alias]), proof)
         }
+
+    async def without_others_values(
+        self,
+        visitor: Visitor,
+        values: dict[str, FieldValue],
+        registry: Mapping[str, FieldDefinition],
+        warnings: list[str],
+    ) -> dict[str, FieldValue]:
+        """Unique values that other contacts hold are not written (one request naming two
+        people's values: identification chose one of them, the other's value stays theirs).
+        Only a request with two or more unique values can carry one: a single one either named
+        the contact identification chose, or nobody."""
+        keys = {unique_key(alias, value): alias for alias, value in values.items() if registry[alias].unique}
+        if len(keys) < 2:
+            return values
+        mine = (visitor.contact or {}).get("_id")
+        others = [
+            keys[key] for key, holder in (await self.storage.contacts.holders(keys)).items() if holder != mine
+        ]
+        for alias in sorted(others):
+            warnings.append(f"field {alias!r} was not applied: its value belongs to another contact")
+        return {alias: value for alias, value in values.items() if alias not in others}
 
     @staticmethod
     def claims_of(

@@ -18,7 +18,7 @@ import contextvars
 import datetime as dt
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -332,6 +332,8 @@ class ActivityRecorder:
     def __init__(self, storage: Storage, publisher: ActivityPublisher) -> None:
         self.storage = storage
         self.publisher = publisher
+        # Awaited with the stored timeline documents (set by `Services`: the merge sweep).
+        self.after_write: Callable[[list[dict[str, Any]]], Awaitable[object]] | None = None
 
     async def record(
         self, activities: Sequence[Activity], contact: Mapping[str, Any] | None
@@ -349,5 +351,7 @@ class ActivityRecorder:
             if a.type not in NOT_STORED
         ]
         await self.storage.activities.insert_many(documents)
+        if documents and self.after_write is not None:
+            await self.after_write(documents)
         await self.publisher.publish(activities, contact)
         return documents

@@ -249,9 +249,13 @@ async def erase_contact(services: Services, contact_id: str) -> bool:
     contact = await existing_contact(storage, contact_id)
     key = contact["_id"]
     merged_ids = await storage.contacts.merged_into(key)
-    hits, utm = await storage.hits.delete_for_contact(key)
-    devices = await storage.devices.delete_for_contact(key)
-    activities = await storage.activities.delete_for_contact(key)
+    hits = utm = devices = activities = 0
+    # The ids merged into it too: a write that raced a merge may have landed under one of them.
+    for owner in (key, *merged_ids):
+        owned_hits, owned_utm = await storage.hits.delete_for_contact(owner)
+        hits, utm = hits + owned_hits, utm + owned_utm
+        devices += await storage.devices.delete_for_contact(owner)
+        activities += await storage.activities.delete_for_contact(owner)
     await storage.contacts.delete_merge_records(key)
     await storage.contacts.delete(key)
     # Entries still waiting for Redis first, so that none reaches the stream after its erasure.

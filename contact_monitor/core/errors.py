@@ -55,3 +55,10 @@ class Forbidden(UserError):
 
 class FieldError(BadUserInput):
     """A field cannot be created or changed as asked; the message says why."""
+
+
+class MergeInProgress(UserError):
+    """One of the contacts is being merged by another request at this moment; retry."""
+
+    code = "CONFLICT"
+    status = 409

@@ -23,8 +23,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from contact_monitor.core.activity import Activity
+from contact_monitor.core.errors import MergeInProgress
 from contact_monitor.core.fields import is_identified
 from contact_monitor.storage import Storage
+from contact_monitor.storage.contacts import MERGE_LOCK_SECONDS
 from contact_monitor.storage.documents import Document
 
 # The parameter (or form field) that proves a unique value under CM_IDENTITY_SECRET.
@@ -170,11 +172,15 @@ class IdentityResolver:
                 if conflicts(current.get("ids", []), known.get("ids", [])):
                     contact, device = known, None  # someone else on this browser: switch, keep both
                 else:
-                    contact, merged = await merge(self.storage, winner=known, loser=current, now=now)
-                    activities.append(merged)
-                    self.devices.clear()  # the loser's devices moved
-                    if device is not None:
-                        device = {**device, "contact_id": contact["_id"]}
+                    try:
+                        contact, merged = await merge(self.storage, winner=known, loser=current, now=now)
+                    except MergeInProgress:  # another request merges one of them right now:
+                        contact, device = known, None  # this visit goes to the known contact
+                    else:
+                        activities.append(merged)
+                        self.devices.clear()  # the loser's devices moved
+                        if device is not None:
+                            device = {**device, "contact_id": contact["_id"]}
             elif current is not None and conflicts(current.get("ids", []), unique_keys):
                 # The visitor is known under another email: a new contact, rather than overwriting it.
                 contact, device = None, None
@@ -200,6 +206,26 @@ class IdentityResolver:
         device = await self.storage.devices.create(contact_id, now, user_agent, fingerprint)
         self.devices.put(device)
         return device
+
+
+async def sweep_merged(storage: Storage, contact_ids: Iterable[str]) -> int:
+    """Move to the survivor what was just written under a contact that a merge has removed
+    (a hit resolved to the loser a moment before the merge, stored a moment after). Called after
+    every stored batch of hits and devices and every write of timeline entries, so no write can
+    stay under a merged-away id: `merge` writes its merge record before it moves anything, so a
+    write is either there when the merge moves (moved by it) or stored before this check reads
+    the merge records (moved here). Returns how many merged ids it found."""
+    winners = await storage.contacts.winners_of(contact_ids)
+    for loser, winner in winners.items():
+        await storage.devices.move(loser, winner)
+        await storage.hits.move(loser, winner)
+        await storage.activities.move(loser, winner)
+    return len(winners)
+
+
+def _being_merged(contact: Document, now: dt.datetime) -> bool:
+    mark = contact.get("merging")
+    return isinstance(mark, dict) and now - mark["since"] < dt.timedelta(seconds=MERGE_LOCK_SECONDS)
 
 
 def merged_values(winner: Document, loser: Document, now: dt.datetime) -> dict[str, object]:
@@ -228,8 +254,18 @@ async def merge(
     the winner as it is after the merge, and the `contact_merged` activity for the caller to record.
 
     Ordered so that an interruption leaves every id resolvable: the merge record first, then
-    the moves, then the loser is deleted.
+    the moves, then the loser is deleted. Before anything, the loser is marked and the winner
+    must be unmarked: of two merges of the same two contacts in opposite directions, at most one
+    goes on; the other raises `MergeInProgress` and changes nothing (each marks before it reads
+    the other's mark, so both cannot read "unmarked").
     """
+    if not await storage.contacts.lock_for_merge(loser["_id"], winner["_id"], now):
+        raise MergeInProgress("this contact is being merged by another request; try again")
+    current = await storage.contacts.get(winner["_id"])
+    if current is None or _being_merged(current, now):
+        await storage.contacts.unlock_merge(loser["_id"])
+        raise MergeInProgress("the contact to merge into is being merged by another request; try again")
+    winner = current
     await storage.contacts.record_merge(loser["_id"], winner["_id"], now)
     devices = await storage.devices.move(loser["_id"], winner["_id"])
     hits = await storage.hits.move(loser["_id"], winner["_id"])

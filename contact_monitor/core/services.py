@@ -9,10 +9,12 @@ from redis.asyncio import Redis
 
 from contact_monitor.core.activity import ActivityPublisher, ActivityRecorder
 from contact_monitor.core.fields import FieldRegistry
+from contact_monitor.core.identity import sweep_merged
 from contact_monitor.core.invalidation import Invalidations
 from contact_monitor.core.metrics import Metrics
 from contact_monitor.settings import Settings
 from contact_monitor.storage import Storage
+from contact_monitor.storage.documents import Document
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,15 @@ class Services:
             outbox=storage.outbox,
             prefix=settings.redis_prefix,
         )
+        recorder = ActivityRecorder(storage, publisher)
+
+        async def sweep(documents: list[Document]) -> None:
+            await sweep_merged(storage, {d["contact_id"] for d in documents if "contact_id" in d})
+
+        # Writes naming a contact that a concurrent merge removed end on the survivor.
+        storage.hits.hit_inserts.after_write = sweep
+        storage.devices.inserts.after_write = sweep
+        recorder.after_write = sweep
         fields = FieldRegistry(storage, settings.field_cache_seconds)
         invalidations = Invalidations(redis, settings.redis_prefix, fields, storage.contacts.cache)
         storage.contacts.announce = invalidations.announce_contacts
@@ -44,7 +55,7 @@ class Services:
             storage=storage,
             redis=redis,
             publisher=publisher,
-            recorder=ActivityRecorder(storage, publisher),
+            recorder=recorder,
             fields=fields,
             metrics=Metrics(),
             invalidations=invalidations,

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import contextvars
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import pymongo
 from pymongo.asynchronous.collection import AsyncCollection
@@ -45,6 +45,9 @@ class InsertBatcher:
         # How long one batch may wait for MongoDB (server selection included); None: the
         # driver's own timeouts. Set by the app to CM_TRACK_TIMEOUT_SECONDS.
         self.timeout: float | None = None
+        # Awaited with a batch's documents once they are stored, before their callers resume
+        # (the core re-homes writes that named a merged contact: core/identity.py `sweep_merged`).
+        self.after_write: Callable[[list[Document]], Awaitable[object]] | None = None
 
     async def insert(self, document: Document) -> None:
         """Once it is stored; `insert_many` gives the document its `_id` when it has none."""
@@ -112,6 +115,16 @@ class InsertBatcher:
         finally:
             if self.on_batch is not None:
                 self.on_batch(self.collection.name, len(batch), time.perf_counter() - started)
+        if self.after_write is not None:
+            stored = [document for index, (document, _) in enumerate(batch) if index not in failed]
+            try:
+                with pymongo.timeout(self.timeout):
+                    await self.after_write(stored)
+            except Exception as exc:  # stored, but not yet where it belongs: not a success
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                return
         for index, (_, future) in enumerate(batch):
             if future.done():  # the caller gave up (cancelled)
                 continue

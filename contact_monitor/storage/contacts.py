@@ -30,6 +30,8 @@ from contact_monitor.storage.documents import Cursor, Document, newest_first, ol
 from contact_monitor.storage.ids import new_contact_id
 
 MAX_MERGE_CHAIN = 16
+# A merge marks its loser first (`merging`); a mark older than this is an interrupted merge's.
+MERGE_LOCK_SECONDS = 60
 MAX_CLAIMS = 20  # unverified identity claims kept per contact, newest last (docs/identity.md)
 DEFAULT_CACHE_SIZE = 10_000
 # Announces the ids of changed contacts to the other processes ("*": any contact may have changed).
@@ -265,6 +267,23 @@ class ContactRepository:
             await self.contacts.update_one({"_id": contact_id}, {"$addToSet": {"ids": {"$each": missing}}})
             await self.changed(contact_id)
 
+    async def holders(self, keys: Iterable[str]) -> dict[str, str]:
+        """Which contact holds each of these unique keys (those nobody holds are absent)."""
+        wanted = set(keys)
+        found: dict[str, str] = {}
+        async for contact in self.contacts.find({"ids": {"$in": list(wanted)}}, {"ids": 1}):
+            for key in contact.get("ids", []):
+                if key in wanted:
+                    found[key] = contact["_id"]
+        return found
+
+    async def winners_of(self, contact_ids: Iterable[str]) -> dict[str, str]:
+        """For those of these ids that were merged away: the contact each was merged into."""
+        ids = list(set(contact_ids))
+        if not ids:
+            return {}
+        return {doc["_id"]: doc["winner_id"] async for doc in self.merges.find({"_id": {"$in": ids}})}
+
     async def merged_into(self, contact_id: str) -> list[str]:
         return [doc["_id"] async for doc in self.merges.find({"winner_id": contact_id}, {"_id": 1})]
 
@@ -296,6 +315,21 @@ class ContactRepository:
             )
         finally:
             await self.changed(winner_id)
+
+    async def lock_for_merge(self, loser_id: str, winner_id: str, now: dt.datetime) -> bool:
+        """Mark the loser as being merged into the winner, unless another merge marked it less
+        than MERGE_LOCK_SECONDS ago (an interrupted merge's mark expires). False: not marked."""
+        stale = now - dt.timedelta(seconds=MERGE_LOCK_SECONDS)
+        result = await self.contacts.update_one(
+            {"_id": loser_id, "$or": [{"merging": {"$exists": False}}, {"merging.since": {"$lt": stale}}]},
+            {"$set": {"merging": {"into": winner_id, "since": now}}},
+        )
+        await self.changed(loser_id)
+        return result.matched_count == 1
+
+    async def unlock_merge(self, loser_id: str) -> None:
+        await self.contacts.update_one({"_id": loser_id}, {"$unset": {"merging": ""}})
+        await self.changed(loser_id)
 
     async def record_merge(self, loser_id: str, winner_id: str, now: dt.datetime) -> None:
         """Old ids keep resolving: the loser points at the winner, and so does whatever pointed at it."""

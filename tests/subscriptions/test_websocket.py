@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import statistics
 import time
@@ -172,4 +173,6 @@ async def test_the_readme_python_example_follows_and_reports_errors(cluster):
             line = await asyncio.wait_for(printed.get(), 30)
         assert line[1] == "PAGE_HIT" and line[3] == {"url": url}
     finally:
-        following.cancel()
+        following.cancel()  # and wait for it: its websocket is closed by the cancellation
+        with contextlib.suppress(asyncio.CancelledError):
+            await following
