@@ -70,6 +70,7 @@ class IngestPipeline:
         self.services = services
         self.storage = services.storage
         self.identity = IdentityResolver(services.storage, track_by_ip=services.settings.track_by_ip)
+        services.invalidations.device_caches.append(self.identity.devices)
         self.agents = UserAgentParser()
         self.spool = HitSpool(services.settings.data_dir / "spool")
 

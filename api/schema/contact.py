@@ -12,6 +12,7 @@ from api.schema.inputs import TimelineType
 from api.schema.types import (
     ContactIdentified,
     ContactMerged,
+    ContactUnmerged,
     CustomActivity,
     Device,
     FieldsUpdated,
@@ -39,6 +40,7 @@ NODE_TYPES: dict[str, Any] = {
     "fields_updated": FieldsUpdated,
     "contact_identified": ContactIdentified,
     "contact_merged": ContactMerged,
+    "contact_unmerged": ContactUnmerged,
     "form_submitted": FormSubmitted,
     "custom_activity": CustomActivity,
 }

@@ -133,6 +133,14 @@ class Mutation:
         return Contact(doc=await changes.merge_contacts(info.context.services, str(winner_id), str(loser_id)))
 
     @strawberry.mutation(
+        permission_classes=ADMIN,
+        description="Undo a merge (admin): the merged contact comes back as it was, with what the "
+        "merge moved; activity recorded since the merge stays with the survivor. Returns it.",
+    )
+    async def unmerge_contact(self, info: Info, merge_id: strawberry.ID) -> Contact:
+        return Contact(doc=await changes.unmerge_contact(info.context.services, str(merge_id)))
+
+    @strawberry.mutation(
         permission_classes=WRITE,
         description="Erase a contact and all its data, stream entries included (GDPR) (write).",
     )

@@ -7,7 +7,8 @@ import strawberry
 from api.permissions import READ
 from api.schema.contact import Contact, ContactConnection, ContactEdge
 from api.schema.inputs import ContactFilter
-from api.schema.types import Field, FormFieldType, FormType, Info, PageInfo, Tag
+from api.schema.types import Field, FormFieldType, FormType, Info, Merge, PageInfo, Tag
+from contact_monitor.core import contacts as changes
 from contact_monitor.core.errors import BadUserInput
 from contact_monitor.core.tags import tag_key
 from contact_monitor.storage.fields import FieldDefinition
@@ -25,6 +26,15 @@ class Query:
     async def contact(self, info: Info, id: strawberry.ID) -> Contact | None:
         doc = await info.context.services.storage.contacts.resolve(str(id))
         return Contact(doc=doc) if doc else None
+
+    @strawberry.field(
+        permission_classes=READ,
+        description="The merges a contact won or lost (also by an id merged away), newest first; "
+        "undo one with unmergeContact.",
+    )
+    async def merges(self, info: Info, contact_id: strawberry.ID) -> list[Merge]:
+        entries = await changes.merges_of(info.context.services.storage, str(contact_id))
+        return [Merge(doc=entry) for entry in entries]
 
     @strawberry.field(
         permission_classes=READ,

@@ -272,6 +272,69 @@ class ContactMerged(Entry):
         return int(_data(self.doc).get("hits_moved", 0))
 
 
+@strawberry.type(description="A merge involving this contact was undone (unmergeContact).")
+class ContactUnmerged(Entry):
+    @strawberry.field(description="The merge that was undone (its id in `merges`).")
+    def merge_id(self) -> strawberry.ID:
+        return strawberry.ID(str(_data(self.doc).get("merge_id", "")))
+
+    @strawberry.field(description="The other contact of that merge (both exist again).")
+    def separated_from(self) -> strawberry.ID:
+        return strawberry.ID(str(_data(self.doc).get("separated_from", "")))
+
+    @strawberry.field
+    def hits_returned(self) -> int:
+        return int(_data(self.doc).get("hits_returned", 0))
+
+
+@strawberry.type(
+    description="One merge (tracking, form or mergeContacts): who survived, who was merged in, "
+    "what moved, and whether it was undone."
+)
+class Merge:
+    doc: strawberry.Private[Document]
+
+    @strawberry.field(description="Pass it to unmergeContact.")
+    def id(self) -> strawberry.ID:
+        return strawberry.ID(str(self.doc["_id"]))
+
+    @strawberry.field(description="The survivor.")
+    def winner_id(self) -> strawberry.ID:
+        return strawberry.ID(self.doc["winner_id"])
+
+    @strawberry.field(description="The contact merged into it.")
+    def loser_id(self) -> strawberry.ID:
+        return strawberry.ID(self.doc["loser_id"])
+
+    @strawberry.field
+    def merged_at(self) -> dt.datetime:
+        return self.doc["merged_at"]  # type: ignore[no-any-return]
+
+    @strawberry.field(description="When it was undone; null while it stands.")
+    def undone_at(self) -> dt.datetime | None:
+        return self.doc.get("undone_at")
+
+    @strawberry.field(description="The merged contact's field values as they were.")
+    def loser_fields(self) -> JSON:
+        return JSON(self.doc.get("loser", {}).get("fields", {}))
+
+    @strawberry.field(description="The merged contact's tags as they were.")
+    def loser_tags(self) -> list[str]:
+        return list(self.doc.get("loser", {}).get("tags", []))
+
+    @strawberry.field
+    def hits_moved(self) -> int:
+        return int(self.doc.get("moved", {}).get("hits", 0))
+
+    @strawberry.field
+    def devices_moved(self) -> int:
+        return int(self.doc.get("moved", {}).get("devices", 0))
+
+    @strawberry.field
+    def activities_moved(self) -> int:
+        return int(self.doc.get("moved", {}).get("activities", 0))
+
+
 @strawberry.type(description="A submission of a form to /form/submit.")
 class FormSubmitted(Entry):
     @strawberry.field
@@ -311,6 +374,7 @@ TimelineEntry = Annotated[
     | FieldsUpdated
     | ContactIdentified
     | ContactMerged
+    | ContactUnmerged
     | FormSubmitted
     | CustomActivity,
     strawberry.union("TimelineEntry", description="One entry of a contact's timeline."),

@@ -38,6 +38,7 @@ ActivityType = Literal[
     "contact_created",
     "contact_identified",
     "contact_merged",
+    "contact_unmerged",
     "contact_deleted",
     "tags_changed",
     "fields_updated",

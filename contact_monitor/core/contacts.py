@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from bson import ObjectId
+from bson.errors import InvalidId
 from pymongo.errors import DuplicateKeyError
 
 from contact_monitor.core.activity import Activity, now_ms
@@ -242,6 +244,97 @@ async def merge_contacts(services: Services, winner_id: str, loser_id: str) -> D
     return merged
 
 
+async def merges_of(storage: Storage, contact_id: str) -> list[Document]:
+    """The merge log entries of a contact and of every id merged into it (won or lost), newest
+    first; an id merged away names its survivor's."""
+    contact = await storage.contacts.resolve(contact_id)
+    ids = {contact_id}
+    if contact is not None:
+        ids |= {contact["_id"], *await storage.contacts.merged_into(contact["_id"])}
+    return await storage.contacts.merge_entries(ids)
+
+
+async def unmerge_contact(services: Services, merge_id: str) -> Document:
+    """Undo a merge (docs/identity.md, "Undoing a merge"): the merged contact comes back as it was
+    (its id, fields, tags, keys and claims), with everything the merge moved; the survivor loses
+    what the merge gave it. What either recorded after the merge stays with the survivor.
+    Returns the restored contact."""
+    storage = services.storage
+    try:
+        key = ObjectId(merge_id)
+    except (InvalidId, TypeError):
+        raise NotFound(f"no merge {merge_id!r}") from None
+    entry = await storage.contacts.merge_entry(key)
+    if entry is None:
+        raise NotFound(f"no merge {merge_id!r}")
+    if entry.get("undone_at") is not None:
+        raise BadUserInput("this merge was undone already")
+    winner_id, loser_id = entry["winner_id"], entry["loser_id"]
+    winner = await storage.contacts.get(winner_id)
+    if winner is None:
+        later = await storage.contacts.winners_of([winner_id])
+        if later:
+            raise BadUserInput(
+                f"contact {winner_id} was merged into {later[winner_id]} since: undo that merge first"
+            )
+        raise BadUserInput(f"contact {winner_id} was erased: there is nothing to separate")
+    adopted = set(entry.get("adopted_ids", []))
+    holders = await storage.contacts.holders(entry["loser"].get("ids", []))
+    for held_key, holder in holders.items():
+        if not (holder == winner_id and held_key in adopted):
+            raise BadUserInput(
+                f"the merged contact's {held_key.split(':', 1)[0]} now belongs to contact {holder}: "
+                "change or merge that contact first"
+            )
+    now = now_ms()
+    if not await storage.contacts.mark_unmerged(key, now):
+        raise BadUserInput("this merge was undone already")
+    loser: Document = entry["loser"]
+    mine, theirs = winner.get("fields", {}), loser.get("fields", {})
+    # A filled value the survivor changed since is its own now: it stays.
+    given = [alias for alias in entry.get("filled", []) if alias in mine and mine[alias] == theirs.get(alias)]
+    before = entry.get("winner_before", {})
+    kept = {alias: value for alias, value in mine.items() if alias not in given}
+    restore: dict[str, object] = {"created_at": before.get("created_at", winner["created_at"])}
+    if not before.get("anonymous", True):
+        restore.update(anonymous=False, identified_at=before.get("identified_at"))
+    elif is_identified(kept):  # identified by values of its own since
+        restore.update(anonymous=False, identified_at=winner.get("identified_at") or now)
+    else:
+        restore.update(anonymous=True, identified_at=None)
+    held = set(winner.get("tags", []))
+    await storage.contacts.separate(
+        winner_id,
+        now=now,
+        unset_fields=given,
+        pull_tags=[tag for tag in entry.get("tags_added", []) if tag in held],
+        pull_ids=entry.get("adopted_ids", []),
+        restore=restore,
+    )
+    await storage.contacts.restore(loser)
+    await storage.contacts.unrecord_merge(loser_id, entry.get("repointed", []))
+    devices = await storage.devices.move_back(winner_id, loser_id)
+    hits = await storage.hits.move_back(winner_id, loser_id)
+    await storage.activities.move_back(winner_id, loser_id)
+    await services.invalidations.announce_devices_moved()
+    await storage.audit.log(
+        "unmerge",
+        now,
+        {"merge_id": key, "winner_id": winner_id, "loser_id": loser_id, "hits": hits, "devices": devices},
+    )
+    restored = await storage.contacts.get(loser_id)
+    survivor = await storage.contacts.get(winner_id)
+    data = {"merge_id": merge_id, "hits_returned": hits, "devices_returned": devices}
+    await services.recorder.record(
+        [Activity("contact_unmerged", loser_id, now, {**data, "separated_from": winner_id})], restored
+    )
+    await services.recorder.record(
+        [Activity("contact_unmerged", winner_id, now, {**data, "separated_from": loser_id})], survivor
+    )
+    assert restored is not None
+    return restored
+
+
 async def erase_contact(services: Services, contact_id: str) -> bool:
     """GDPR erasure: the contact, its hits, UTM records, devices, timeline, the merge records that
     resolved to it and its entries on the activity stream. The audit entry holds counts only."""
@@ -257,6 +350,8 @@ async def erase_contact(services: Services, contact_id: str) -> bool:
         devices += await storage.devices.delete_for_contact(owner)
         activities += await storage.activities.delete_for_contact(owner)
     await storage.contacts.delete_merge_records(key)
+    # The merge log holds what merged contacts looked like: erased with them.
+    await storage.contacts.delete_merge_entries([key, *merged_ids])
     await storage.contacts.delete(key)
     # Entries still waiting for Redis first, so that none reaches the stream after its erasure.
     waiting = await services.publisher.erase_waiting({key, *merged_ids})

@@ -15,12 +15,15 @@ The rules are in docs/identity.md; in short, first match wins:
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import hmac
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+
+from bson import ObjectId
 
 from contact_monitor.core.activity import Activity
 from contact_monitor.core.errors import MergeInProgress
@@ -78,15 +81,17 @@ def conflicts(held: Iterable[str], wanted: Iterable[str]) -> bool:
 class DeviceCache:
     """Devices by tracking id, as this process last read or wrote them (LRU of `size`).
 
-    Safe without cross-process invalidation: a device's `contact_id` only changes when a merge
-    moves it, and a stale id still resolves to the survivor through the merge records; the
-    resolver then reads the device again (and keeps it, now the survivor's). An erased device
-    still cached leads where a missing one does: its contact no longer resolves, so the visitor
-    is new."""
+    A merge needs no invalidation: a stale `contact_id` still resolves to the survivor through
+    the merge records; the resolver then reads the device again (and keeps it, now the
+    survivor's). An erased device still cached leads where a missing one does: its contact no
+    longer resolves, so the visitor is new. Only an undone merge gives devices back to a contact
+    a cached copy cannot know of: it is announced (`devices`, core/invalidation.py) and every
+    process empties this cache."""
 
     def __init__(self, size: int = DEVICE_CACHE_SIZE) -> None:
         self.size = size
         self.entries: OrderedDict[str, Document] = OrderedDict()
+        self.cleared = asyncio.Event()  # set by every clear (tests wait on it)
 
     def get(self, tracking_id: str) -> Document | None:
         device = self.entries.get(tracking_id)
@@ -105,6 +110,7 @@ class DeviceCache:
 
     def clear(self) -> None:
         self.entries.clear()
+        self.cleared.set()
 
 
 class IdentityResolver:
@@ -261,29 +267,58 @@ async def merge(
     """
     if not await storage.contacts.lock_for_merge(loser["_id"], winner["_id"], now):
         raise MergeInProgress("this contact is being merged by another request; try again")
+    marked = await storage.contacts.get(loser["_id"])
     current = await storage.contacts.get(winner["_id"])
-    if current is None or _being_merged(current, now):
+    if marked is None or current is None or _being_merged(current, now):
         await storage.contacts.unlock_merge(loser["_id"])
         raise MergeInProgress("the contact to merge into is being merged by another request; try again")
-    winner = current
+    # Both as they are now (the loser without its mark): what the merge log keeps.
+    winner, loser = current, {key: value for key, value in marked.items() if key != "merging"}
+    repointed = await storage.contacts.merged_into(loser["_id"])
+    values = merged_values(winner, loser, now)
     await storage.contacts.record_merge(loser["_id"], winner["_id"], now)
     devices = await storage.devices.move(loser["_id"], winner["_id"])
     hits = await storage.hits.move(loser["_id"], winner["_id"])
-    await storage.activities.move(loser["_id"], winner["_id"])
-    merged = await storage.contacts.absorb(winner["_id"], loser, now, merged_values(winner, loser, now))
+    activities = await storage.activities.move(loser["_id"], winner["_id"])
+    merged = await storage.contacts.absorb(winner["_id"], loser, now, values)
     await storage.contacts.delete(loser["_id"])
+    adopted: list[str] = []
     if loser.get("ids"):  # only now: the unique index allowed one holder per key
-        await storage.contacts.adopt_ids(winner["_id"], loser["ids"])
+        adopted = await storage.contacts.adopt_ids(winner["_id"], loser["ids"])
         merged = await storage.contacts.get(winner["_id"])
+    merge_id = ObjectId()
+    held_tags = set(winner.get("tags", []))
+    await storage.contacts.log_merge(
+        {
+            "_id": merge_id,
+            "winner_id": winner["_id"],
+            "loser_id": loser["_id"],
+            "merged_at": now,
+            "loser": loser,
+            "winner_before": {key: winner.get(key) for key in ("anonymous", "identified_at", "created_at")},
+            "filled": [key.removeprefix("fields.") for key in values if key.startswith("fields.")],
+            "tags_added": [tag for tag in loser.get("tags", []) if tag not in held_tags],
+            "adopted_ids": adopted,
+            "repointed": repointed,
+            "moved": {"hits": hits, "devices": devices, "activities": activities},
+            "undone_at": None,
+        }
+    )
     await storage.audit.log(
         "merge",
         now,
-        {"winner_id": winner["_id"], "loser_id": loser["_id"], "hits_moved": hits, "devices_moved": devices},
+        {
+            "merge_id": merge_id,
+            "winner_id": winner["_id"],
+            "loser_id": loser["_id"],
+            "hits_moved": hits,
+            "devices_moved": devices,
+        },
     )
     activity = Activity(
         "contact_merged",
         winner["_id"],
         now,
-        {"merged_id": loser["_id"], "hits_moved": hits, "devices_moved": devices},
+        {"merged_id": loser["_id"], "merge_id": str(merge_id), "hits_moved": hits, "devices_moved": devices},
     )
     return (merged if merged is not None else winner), activity

@@ -18,6 +18,7 @@ import asyncio
 import contextvars
 import logging
 from collections.abc import Sequence
+from typing import Protocol
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
@@ -28,8 +29,14 @@ from contact_monitor.storage.contacts import ANY_CONTACT, ContactCache
 
 log = logging.getLogger("contact_monitor.invalidation")
 
+
+class Clearable(Protocol):
+    def clear(self) -> None: ...
+
+
 FIELDS_CHANGED = "fields"
 CONTACTS_CHANGED = "contacts"
+DEVICES_CHANGED = "devices"
 # The channel is pinged this often; after SILENT_SECONDS without any answer the contact cache is off.
 PING_SECONDS = 1.0
 SILENT_SECONDS = 3.0
@@ -60,6 +67,22 @@ class Invalidations:
         self.contacts = contacts
         self._pending: dict[str, None] = {}
         self._sender: asyncio.Task[None] | None = None
+        # The device caches of this process (the ingest pipeline registers its own): emptied on
+        # a `devices` message, sent when an undone merge gave devices back to their contact.
+        self.device_caches: list[Clearable] = []
+
+    async def announce_devices_moved(self) -> None:
+        """Devices changed contact other than by a merge (an undone merge): every process
+        forgets the devices it holds. Best effort, as for fields."""
+        self._devices_moved()
+        try:
+            await self.redis.publish(self.channel, DEVICES_CHANGED)
+        except RedisError:
+            log.warning("could not announce moved devices; other processes may send a few hits astray")
+
+    def _devices_moved(self) -> None:
+        for cache in self.device_caches:
+            cache.clear()
 
     async def announce_contacts(self, ids: Sequence[str]) -> None:
         """`ContactRepository.announce`: queued, sent by a task of its own (the write that
@@ -104,6 +127,8 @@ class Invalidations:
             self.contacts.drop([ANY_CONTACT])
         elif kind == CONTACTS_CHANGED:
             self.contacts.drop(rest.split())
+        elif kind == DEVICES_CHANGED:
+            self._devices_moved()
 
     async def follow(self) -> None:
         """Runs for the life of the app."""

@@ -18,6 +18,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 from contact_monitor.storage.documents import (
     Cursor,
     Document,
+    moved_back,
+    moved_to,
     newest_per_contact,
 )
 
@@ -42,8 +44,11 @@ class ActivityRepository:
         match: Document = {"type": {"$in": list(types)}}
         return await newest_per_contact(self.activities, contact_ids, match, "occurred_at", before, limit)
 
-    async def move(self, from_contact: str, to_contact: str) -> None:
-        await self.activities.update_many({"contact_id": from_contact}, {"$set": {"contact_id": to_contact}})
+    async def move(self, from_contact: str, to_contact: str) -> int:
+        return (await self.activities.update_many(*moved_to(from_contact, to_contact))).modified_count
+
+    async def move_back(self, winner: str, loser: str) -> int:
+        return (await self.activities.update_many(*moved_back(winner, loser))).modified_count
 
     async def delete_for_contact(self, contact_id: str) -> int:
         return (await self.activities.delete_many({"contact_id": contact_id})).deleted_count

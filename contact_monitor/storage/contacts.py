@@ -115,6 +115,8 @@ class ContactRepository:
     def __init__(self, db: AsyncDatabase[Document], *, cache_size: int = DEFAULT_CACHE_SIZE) -> None:
         self.contacts = db["contacts"]
         self.merges = db["merges"]
+        # One entry per merge: what the loser was, what moved, and whether it was undone.
+        self.merge_log = db["merge_log"]
         self.inserts = InsertBatcher(self.contacts)
         self.cache = ContactCache(cache_size)
         # Set by the app (contact_monitor.core.invalidation); None: nobody else to tell.
@@ -132,6 +134,8 @@ class ContactRepository:
         await self.contacts.create_index("tags")
         await self.contacts.create_index("last_ip", sparse=True)
         await self.merges.create_index([("winner_id", ASCENDING)])
+        await self.merge_log.create_index([("winner_id", ASCENDING), ("merged_at", DESCENDING)])
+        await self.merge_log.create_index([("loser_id", ASCENDING)])
 
     async def get(self, contact_id: str, *, cached: bool = False) -> Document | None:
         """The contact; with `cached`, from the cache when it holds it (the tracking hot path)."""
@@ -256,16 +260,84 @@ class ContactRepository:
         )
         await self.changed(contact_id)
 
-    async def adopt_ids(self, contact_id: str, keys: Iterable[str]) -> None:
-        """Give a merge survivor the unique keys of the contact merged into it (for aliases it lacks)."""
+    async def adopt_ids(self, contact_id: str, keys: Iterable[str]) -> list[str]:
+        """Give a merge survivor the unique keys of the contact merged into it (for aliases it
+        lacks). Returns the keys it got."""
         contact = await self.get(contact_id)
         if contact is None:
-            return
+            return []
         held = {key.split(":", 1)[0] for key in contact.get("ids", [])}
         missing = [key for key in keys if key.split(":", 1)[0] not in held]
         if missing:
             await self.contacts.update_one({"_id": contact_id}, {"$addToSet": {"ids": {"$each": missing}}})
             await self.changed(contact_id)
+        return missing
+
+    async def log_merge(self, entry: Document) -> None:
+        await self.merge_log.insert_one(entry)
+
+    async def merge_entries(self, contact_ids: Iterable[str]) -> list[Document]:
+        """The merges these contacts won or lost, newest first."""
+        ids = list(contact_ids)
+        cursor = self.merge_log.find({"$or": [{"winner_id": {"$in": ids}}, {"loser_id": {"$in": ids}}]})
+        return [entry async for entry in cursor.sort("merged_at", DESCENDING)]
+
+    async def merge_entry(self, merge_id: Any) -> Document | None:
+        return await self.merge_log.find_one({"_id": merge_id})
+
+    async def mark_unmerged(self, merge_id: Any, now: dt.datetime) -> bool:
+        """Mark the entry undone, once: False when it already was (a concurrent undo)."""
+        result = await self.merge_log.update_one(
+            {"_id": merge_id, "undone_at": None}, {"$set": {"undone_at": now}}
+        )
+        return result.matched_count == 1
+
+    async def separate(
+        self,
+        winner_id: str,
+        *,
+        now: dt.datetime,
+        unset_fields: Iterable[str],
+        pull_tags: Iterable[str],
+        pull_ids: Iterable[str],
+        restore: Mapping[str, object],
+    ) -> None:
+        """Take back from a merge survivor what the merge gave it."""
+        update: Document = {"$set": {"updated_at": now, **restore}}
+        if fields := [f"fields.{alias}" for alias in unset_fields]:
+            update["$unset"] = dict.fromkeys(fields, "")
+        pull: Document = {}
+        if tags := list(pull_tags):
+            pull["tags"] = {"$in": tags}
+        if keys := list(pull_ids):
+            pull["ids"] = {"$in": keys}
+        if pull:
+            update["$pull"] = pull
+        try:
+            await self.contacts.update_one({"_id": winner_id}, update)
+            await self.contacts.update_many({"_id": winner_id, "ids": {"$size": 0}}, {"$unset": {"ids": ""}})
+        finally:
+            await self.changed(winner_id)
+
+    async def restore(self, contact: Document) -> None:
+        """Insert a contact as it was (an undone merge's loser, with its id and keys)."""
+        try:
+            await self.contacts.insert_one(dict(contact))
+        finally:
+            await self.changed(contact["_id"])
+
+    async def unrecord_merge(self, loser_id: str, repointed: Iterable[str]) -> None:
+        """The loser's id resolves to itself again, and so do the ids that resolved to it."""
+        await self.merges.delete_one({"_id": loser_id})
+        if ids := list(repointed):
+            await self.merges.update_many({"_id": {"$in": ids}}, {"$set": {"winner_id": loser_id}})
+
+    async def delete_merge_entries(self, contact_ids: Iterable[str]) -> int:
+        ids = list(contact_ids)
+        result = await self.merge_log.delete_many(
+            {"$or": [{"winner_id": {"$in": ids}}, {"loser_id": {"$in": ids}}]}
+        )
+        return result.deleted_count
 
     async def holders(self, keys: Iterable[str]) -> dict[str, str]:
         """Which contact holds each of these unique keys (those nobody holds are absent)."""

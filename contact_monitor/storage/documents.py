@@ -56,3 +56,21 @@ def older_than(time_field: str, cursor: Cursor, id_field: str = "_id") -> Docume
     `id_field`)."""
     at, key = cursor
     return {"$or": [{time_field: {"$lt": at}}, {time_field: at, id_field: {"$lt": key}}]}
+
+
+def moved_to(from_contact: str, to_contact: str) -> tuple[Document, Document]:
+    """(filter, update) moving a contact's documents to another in a merge: each carries the
+    ids it was merged away from (`merged_from`, newest last), so that the merge can be undone."""
+    return {"contact_id": from_contact}, {
+        "$set": {"contact_id": to_contact},
+        "$push": {"merged_from": from_contact},
+    }
+
+
+def moved_back(winner: str, loser: str) -> tuple[Document, Document]:
+    """(filter, update) undoing `moved_to(loser, winner)`: what came from the loser goes back;
+    what the survivor got since stays."""
+    return {"contact_id": winner, "merged_from": loser}, {
+        "$set": {"contact_id": loser},
+        "$pull": {"merged_from": loser},
+    }

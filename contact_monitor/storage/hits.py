@@ -32,6 +32,8 @@ from contact_monitor.storage.batch import InsertBatcher
 from contact_monitor.storage.documents import (
     Cursor,
     Document,
+    moved_back,
+    moved_to,
     newest_per_contact,
 )
 
@@ -177,10 +179,13 @@ class HitRepository:
         return hits.deleted_count, utm_on_hits + utm.deleted_count
 
     async def move(self, from_contact: str, to_contact: str) -> int:
-        moved = await self.hits.update_many(
-            {"contact_id": from_contact}, {"$set": {"contact_id": to_contact}}
-        )
-        await self.utm_records.update_many({"contact_id": from_contact}, {"$set": {"contact_id": to_contact}})
+        moved = await self.hits.update_many(*moved_to(from_contact, to_contact))
+        await self.utm_records.update_many(*moved_to(from_contact, to_contact))
+        return moved.modified_count
+
+    async def move_back(self, winner: str, loser: str) -> int:
+        moved = await self.hits.update_many(*moved_back(winner, loser))
+        await self.utm_records.update_many(*moved_back(winner, loser))
         return moved.modified_count
 
 
