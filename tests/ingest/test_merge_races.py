@@ -121,3 +121,23 @@ async def test_one_request_naming_two_contacts_values_is_recorded_once(harness):
     assert (await h.db.contacts.find_one({"_id": p["id"]}))["fields"]["member_no"] == "77"
     merged = [e for e in await h.stream() if e["type"] == "contact_merged"]
     assert [(e["contact_id"], e["merged_id"]) for e in merged] == [(k["id"], visitor["id"])]
+
+
+async def test_an_anonymous_visitor_and_a_new_browser_send_one_new_email_at_once(harness):
+    """Whichever request writes the email first, the other finds that contact: one contact
+    holds the email, every hit of both browsers is on it, and the visitor's old id resolves to it."""
+    h = harness
+    await h.field("email", unique=True)
+    for round_ in range(5):
+        email = f"race{round_}@example.com"
+        async with h.browser() as visitor, h.browser(ip="198.51.100.7") as newcomer:
+            known = await h.event(visitor, page_url="https://shop.example.com/before")
+            await h.pixel(visitor, page_url="https://shop.example.com/before-2")
+            first, second = await asyncio.gather(
+                h.event(visitor, page_url="https://shop.example.com/v", email=email),
+                h.event(newcomer, page_url="https://shop.example.com/n", email=email),
+            )
+        holders = [doc["_id"] async for doc in h.db.contacts.find({"ids": f"email:{email}"})]
+        assert len(holders) == 1 and first["id"] == second["id"] == holders[0]
+        assert (await h.services.storage.contacts.resolve(known["id"]))["_id"] == holders[0]
+        assert await h.db.hits.count_documents({"contact_id": holders[0]}) == 4
