@@ -20,17 +20,19 @@ import datetime as dt
 import hashlib
 import hmac
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from bson import ObjectId
+from pymongo.errors import OperationFailure
 
 from contact_monitor.core.activity import Activity
 from contact_monitor.core.errors import MergeInProgress
 from contact_monitor.core.fields import is_identified
 from contact_monitor.storage import Storage
 from contact_monitor.storage.contacts import MERGE_LOCK_SECONDS
-from contact_monitor.storage.documents import Document
+from contact_monitor.storage.documents import Document, Session
 
 # The parameter (or form field) that proves a unique value under CM_IDENTITY_SECRET.
 IDENTITY_HASH = "identity_hash"
@@ -229,6 +231,24 @@ async def sweep_merged(storage: Storage, contact_ids: Iterable[str]) -> int:
     return len(winners)
 
 
+T = TypeVar("T")
+# IllegalOperation: a standalone mongod ("Transaction numbers are only allowed on a replica set
+# member or mongos").
+NO_TRANSACTIONS = 20
+
+
+async def in_transaction(storage: Storage, steps: Callable[[Session], Awaitable[T]]) -> T:
+    """`steps` in one MongoDB transaction (retried on transient errors as the driver does), or,
+    on a deployment without transactions, one write after the other (session None)."""
+    try:
+        async with storage.client.start_session() as session:
+            return await session.with_transaction(steps)
+    except OperationFailure as exc:
+        if exc.code != NO_TRANSACTIONS:
+            raise
+    return await steps(None)
+
+
 def _being_merged(contact: Document, now: dt.datetime) -> bool:
     mark = contact.get("merging")
     return isinstance(mark, dict) and now - mark["since"] < dt.timedelta(seconds=MERGE_LOCK_SECONDS)
@@ -259,8 +279,10 @@ async def merge(
     """Move the loser's history to the winner and keep the loser's id resolving to it. Returns
     the winner as it is after the merge, and the `contact_merged` activity for the caller to record.
 
-    Ordered so that an interruption leaves every id resolvable: the merge record first, then
-    the moves, then the loser is deleted. Before anything, the loser is marked and the winner
+    The writes are one transaction where the deployment supports it; otherwise they are ordered
+    so that an interruption leaves every id resolvable: the merge record first, then the moves,
+    then the loser is deleted (docs/identity.md, "Merges"). Before anything, the loser is marked
+    and the winner
     must be unmarked: of two merges of the same two contacts in opposite directions, at most one
     goes on; the other raises `MergeInProgress` and changes nothing (each marks before it reads
     the other's mark, so both cannot read "unmarked").
@@ -275,21 +297,26 @@ async def merge(
     # Both as they are now (the loser without its mark): what the merge log keeps.
     winner, loser = current, {key: value for key, value in marked.items() if key != "merging"}
     repointed = await storage.contacts.merged_into(loser["_id"])
-    values = merged_values(winner, loser, now)
-    await storage.contacts.record_merge(loser["_id"], winner["_id"], now)
-    devices = await storage.devices.move(loser["_id"], winner["_id"])
-    hits = await storage.hits.move(loser["_id"], winner["_id"])
-    activities = await storage.activities.move(loser["_id"], winner["_id"])
-    merged = await storage.contacts.absorb(winner["_id"], loser, now, values)
-    await storage.contacts.delete(loser["_id"])
-    adopted: list[str] = []
-    if loser.get("ids"):  # only now: the unique index allowed one holder per key
-        adopted = await storage.contacts.adopt_ids(winner["_id"], loser["ids"])
-        merged = await storage.contacts.get(winner["_id"])
     merge_id = ObjectId()
-    held_tags = set(winner.get("tags", []))
-    await storage.contacts.log_merge(
-        {
+
+    async def steps(session: Session) -> tuple[Document | None, dict[str, int]]:
+        """The writes of the merge; all or none of them in a transaction (`session`)."""
+        contacts = storage.contacts
+        values = merged_values(winner, loser, now)
+        await contacts.record_merge(loser["_id"], winner["_id"], now, session=session)
+        moved = {
+            "devices": await storage.devices.move(loser["_id"], winner["_id"], session=session),
+            "hits": await storage.hits.move(loser["_id"], winner["_id"], session=session),
+            "activities": await storage.activities.move(loser["_id"], winner["_id"], session=session),
+        }
+        merged = await contacts.absorb(winner["_id"], loser, now, values, session=session)
+        await contacts.delete(loser["_id"], session=session)
+        adopted: list[str] = []
+        if loser.get("ids"):  # only now: the unique index allowed one holder per key
+            adopted = await contacts.adopt_ids(winner["_id"], loser["ids"], session=session)
+            merged = await contacts.get(winner["_id"], session=session)
+        held_tags = set(winner.get("tags", []))
+        entry = {
             "_id": merge_id,
             "winner_id": winner["_id"],
             "loser_id": loser["_id"],
@@ -300,21 +327,22 @@ async def merge(
             "tags_added": [tag for tag in loser.get("tags", []) if tag not in held_tags],
             "adopted_ids": adopted,
             "repointed": repointed,
-            "moved": {"hits": hits, "devices": devices, "activities": activities},
+            "moved": moved,
             "undone_at": None,
         }
-    )
-    await storage.audit.log(
-        "merge",
-        now,
-        {
-            "merge_id": merge_id,
-            "winner_id": winner["_id"],
-            "loser_id": loser["_id"],
-            "hits_moved": hits,
-            "devices_moved": devices,
-        },
-    )
+        await contacts.log_merge(entry, session=session)
+        audit = {"merge_id": merge_id, "winner_id": winner["_id"], "loser_id": loser["_id"]}
+        audit |= {"hits_moved": moved["hits"], "devices_moved": moved["devices"]}
+        await storage.audit.log("merge", now, audit, session=session)
+        return merged, moved
+
+    merged, moved = await in_transaction(storage, steps)
+    # After the commit: what a racing write stored under the loser while the transaction was
+    # open (invisible to it, and to the check after that write) moves now; the caches forget
+    # what they read while it was open.
+    await sweep_merged(storage, [loser["_id"]])
+    await storage.contacts.changed(winner["_id"], loser["_id"])
+    hits, devices = moved["hits"], moved["devices"]
     activity = Activity(
         "contact_merged",
         winner["_id"],

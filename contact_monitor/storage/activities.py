@@ -18,6 +18,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from contact_monitor.storage.documents import (
     Cursor,
     Document,
+    Session,
     moved_back,
     moved_to,
     newest_per_contact,
@@ -44,8 +45,10 @@ class ActivityRepository:
         match: Document = {"type": {"$in": list(types)}}
         return await newest_per_contact(self.activities, contact_ids, match, "occurred_at", before, limit)
 
-    async def move(self, from_contact: str, to_contact: str) -> int:
-        return (await self.activities.update_many(*moved_to(from_contact, to_contact))).modified_count
+    async def move(self, from_contact: str, to_contact: str, *, session: Session = None) -> int:
+        return (
+            await self.activities.update_many(*moved_to(from_contact, to_contact), session=session)
+        ).modified_count
 
     async def move_back(self, winner: str, loser: str) -> int:
         return (await self.activities.update_many(*moved_back(winner, loser))).modified_count

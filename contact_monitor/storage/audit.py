@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from contact_monitor.storage.documents import Document
+from contact_monitor.storage.documents import Document, Session
 
 
 class AuditRepository:
@@ -17,5 +17,7 @@ class AuditRepository:
     async def create_indexes(self) -> None:
         await self.audit.create_index("at")
 
-    async def log(self, action: str, now: dt.datetime, details: Mapping[str, object]) -> None:
-        await self.audit.insert_one({"action": action, "at": now, **details})
+    async def log(
+        self, action: str, now: dt.datetime, details: Mapping[str, object], *, session: Session = None
+    ) -> None:
+        await self.audit.insert_one({"action": action, "at": now, **details}, session=session)

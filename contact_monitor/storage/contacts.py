@@ -26,7 +26,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from contact_monitor.storage.batch import InsertBatcher
-from contact_monitor.storage.documents import Cursor, Document, newest_first, older_than
+from contact_monitor.storage.documents import Cursor, Document, Session, newest_first, older_than
 from contact_monitor.storage.ids import new_contact_id
 
 MAX_MERGE_CHAIN = 16
@@ -137,10 +137,10 @@ class ContactRepository:
         await self.merge_log.create_index([("winner_id", ASCENDING), ("merged_at", DESCENDING)])
         await self.merge_log.create_index([("loser_id", ASCENDING)])
 
-    async def get(self, contact_id: str, *, cached: bool = False) -> Document | None:
+    async def get(self, contact_id: str, *, cached: bool = False, session: Session = None) -> Document | None:
         """The contact; with `cached`, from the cache when it holds it (the tracking hot path)."""
-        if not cached or not self.cache.enabled:
-            return await self.contacts.find_one({"_id": contact_id})
+        if not cached or not self.cache.enabled or session is not None:
+            return await self.contacts.find_one({"_id": contact_id}, session=session)
         contact = self.cache.get(contact_id)
         if contact is None:
             generation = self.cache.generation
@@ -260,21 +260,23 @@ class ContactRepository:
         )
         await self.changed(contact_id)
 
-    async def adopt_ids(self, contact_id: str, keys: Iterable[str]) -> list[str]:
+    async def adopt_ids(self, contact_id: str, keys: Iterable[str], *, session: Session = None) -> list[str]:
         """Give a merge survivor the unique keys of the contact merged into it (for aliases it
         lacks). Returns the keys it got."""
-        contact = await self.get(contact_id)
+        contact = await self.get(contact_id, session=session)
         if contact is None:
             return []
         held = {key.split(":", 1)[0] for key in contact.get("ids", [])}
         missing = [key for key in keys if key.split(":", 1)[0] not in held]
         if missing:
-            await self.contacts.update_one({"_id": contact_id}, {"$addToSet": {"ids": {"$each": missing}}})
+            await self.contacts.update_one(
+                {"_id": contact_id}, {"$addToSet": {"ids": {"$each": missing}}}, session=session
+            )
             await self.changed(contact_id)
         return missing
 
-    async def log_merge(self, entry: Document) -> None:
-        await self.merge_log.insert_one(entry)
+    async def log_merge(self, entry: Document, *, session: Session = None) -> None:
+        await self.merge_log.insert_one(entry, session=session)
 
     async def merge_entries(self, contact_ids: Iterable[str]) -> list[Document]:
         """The merges these contacts won or lost, newest first."""
@@ -366,7 +368,13 @@ class ContactRepository:
         return None
 
     async def absorb(
-        self, winner_id: str, loser: Document, now: dt.datetime, set_values: Mapping[str, object]
+        self,
+        winner_id: str,
+        loser: Document,
+        now: dt.datetime,
+        set_values: Mapping[str, object],
+        *,
+        session: Session = None,
     ) -> Document | None:
         """Fold the loser into the winner: `set_values` (decided by the core's merge), the earlier
         creation, the later activity and the union of tags. Returns the winner as it is after."""
@@ -383,7 +391,7 @@ class ContactRepository:
             }
         try:
             return await self.contacts.find_one_and_update(
-                {"_id": winner_id}, update, return_document=ReturnDocument.AFTER
+                {"_id": winner_id}, update, return_document=ReturnDocument.AFTER, session=session
             )
         finally:
             await self.changed(winner_id)
@@ -403,12 +411,19 @@ class ContactRepository:
         await self.contacts.update_one({"_id": loser_id}, {"$unset": {"merging": ""}})
         await self.changed(loser_id)
 
-    async def record_merge(self, loser_id: str, winner_id: str, now: dt.datetime) -> None:
+    async def record_merge(
+        self, loser_id: str, winner_id: str, now: dt.datetime, *, session: Session = None
+    ) -> None:
         """Old ids keep resolving: the loser points at the winner, and so does whatever pointed at it."""
         await self.merges.update_one(
-            {"_id": loser_id}, {"$set": {"winner_id": winner_id, "merged_at": now}}, upsert=True
+            {"_id": loser_id},
+            {"$set": {"winner_id": winner_id, "merged_at": now}},
+            upsert=True,
+            session=session,
         )
-        await self.merges.update_many({"winner_id": loser_id}, {"$set": {"winner_id": winner_id}})
+        await self.merges.update_many(
+            {"winner_id": loser_id}, {"$set": {"winner_id": winner_id}}, session=session
+        )
 
     async def index_unique_field(self, alias: str) -> tuple[int, int]:
         """After a field became unique: add its key to existing contacts. Returns (indexed, conflicts);
@@ -465,8 +480,8 @@ class ContactRepository:
     async def delete_merge_records(self, winner_id: str) -> None:
         await self.merges.delete_many({"$or": [{"winner_id": winner_id}, {"_id": winner_id}]})
 
-    async def delete(self, contact_id: str) -> None:
+    async def delete(self, contact_id: str, *, session: Session = None) -> None:
         try:
-            await self.contacts.delete_one({"_id": contact_id})
+            await self.contacts.delete_one({"_id": contact_id}, session=session)
         finally:
             await self.changed(contact_id)

@@ -20,7 +20,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from contact_monitor.storage.batch import InsertBatcher
-from contact_monitor.storage.documents import Document, moved_back, moved_to
+from contact_monitor.storage.documents import Document, Session, moved_back, moved_to
 from contact_monitor.storage.ids import new_tracking_id
 
 # `last_seen` is rewritten at most this often when nothing else about the device changes.
@@ -126,8 +126,10 @@ class DeviceRepository:
     async def delete_for_contact(self, contact_id: str) -> int:
         return (await self.devices.delete_many({"contact_id": contact_id})).deleted_count
 
-    async def move(self, from_contact: str, to_contact: str) -> int:
-        return (await self.devices.update_many(*moved_to(from_contact, to_contact))).modified_count
+    async def move(self, from_contact: str, to_contact: str, *, session: Session = None) -> int:
+        return (
+            await self.devices.update_many(*moved_to(from_contact, to_contact), session=session)
+        ).modified_count
 
     async def move_back(self, winner: str, loser: str) -> int:
         return (await self.devices.update_many(*moved_back(winner, loser))).modified_count

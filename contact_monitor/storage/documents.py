@@ -6,9 +6,12 @@ import datetime as dt
 from typing import Any
 
 from pymongo import DESCENDING
+from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 
 Document = dict[str, Any]
+# The session of a MongoDB transaction (merges), or None: each write on its own.
+Session = AsyncClientSession | None
 # A keyset cursor: the (time, _id) of the last entry of the previous page.
 Cursor = tuple[dt.datetime, Any]
 

@@ -32,6 +32,7 @@ from contact_monitor.storage.batch import InsertBatcher
 from contact_monitor.storage.documents import (
     Cursor,
     Document,
+    Session,
     moved_back,
     moved_to,
     newest_per_contact,
@@ -178,9 +179,9 @@ class HitRepository:
         utm = await self.utm_records.delete_many({"contact_id": contact_id})
         return hits.deleted_count, utm_on_hits + utm.deleted_count
 
-    async def move(self, from_contact: str, to_contact: str) -> int:
-        moved = await self.hits.update_many(*moved_to(from_contact, to_contact))
-        await self.utm_records.update_many(*moved_to(from_contact, to_contact))
+    async def move(self, from_contact: str, to_contact: str, *, session: Session = None) -> int:
+        moved = await self.hits.update_many(*moved_to(from_contact, to_contact), session=session)
+        await self.utm_records.update_many(*moved_to(from_contact, to_contact), session=session)
         return moved.modified_count
 
     async def move_back(self, winner: str, loser: str) -> int:

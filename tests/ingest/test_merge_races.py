@@ -141,3 +141,23 @@ async def test_an_anonymous_visitor_and_a_new_browser_send_one_new_email_at_once
         assert len(holders) == 1 and first["id"] == second["id"] == holders[0]
         assert (await h.services.storage.contacts.resolve(known["id"]))["_id"] == holders[0]
         assert await h.db.hits.count_documents({"contact_id": holders[0]}) == 4
+
+
+async def test_the_writes_of_a_merge_are_all_or_nothing(harness):
+    """On a deployment with transactions (SecantusDB, replica sets) the merge's writes commit
+    together: an interruption after the first leaves nothing (without a transaction the merge
+    record would stay)."""
+    import pytest
+
+    from contact_monitor.core.activity import now_ms
+    from contact_monitor.core.identity import in_transaction
+
+    storage = harness.services.storage
+
+    async def interrupted(session):
+        await storage.contacts.record_merge("a" * 24, "b" * 24, now_ms(), session=session)
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError, match="interrupted"):
+        await in_transaction(storage, interrupted)
+    assert await harness.db.merges.count_documents({}) == 0
