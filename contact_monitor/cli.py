@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
@@ -35,7 +36,8 @@ configuration (environment variables, all optional):
   CM_MONGODB_DB        database name (default contact_monitor)
   CM_REDIS_URL         Redis URL; unset: an embedded redis-server under CM_DATA_DIR
   CM_REDIS_PREFIX      key prefix (default cm:), the stream is <prefix>activity
-  CM_DATA_DIR          data directory of the embedded servers (default ./data)
+  CM_DATA_DIR          data directory of the embedded servers and the spool (default
+                       ~/.local/share/contact-monitor, or $XDG_DATA_HOME/contact-monitor)
   CM_CORS_ORIGINS      comma-separated origins allowed to read responses (exact, * or wildcards)
   CM_PUBLIC_URL        address browsers reach the server at, written into /mtc.js
   CM_COOKIE_SECURE     true (default) or false for plain-http development
@@ -81,6 +83,20 @@ def _reachable(settings: Settings) -> None:
             raise SettingsError(f"cannot reach Redis at CM_REDIS_URL: {exc}") from None
 
 
+def _mention_earlier_default(settings: Settings) -> None:
+    """Versions before 2026-11-28 kept their data in ./data of the current directory: say so
+    when that directory holds some and is not the one used now (nothing is moved)."""
+    earlier = Path("data")
+    if os.environ.get("CM_DATA_DIR", "").strip() or earlier.resolve() == settings.data_dir.resolve():
+        return
+    if (earlier / "mongodb").is_dir() or (earlier / "redis").is_dir():
+        print(
+            f"note: {earlier.resolve()} holds the data of an earlier contact-monitor (its default was "
+            f"./data); to keep using it: CM_DATA_DIR={earlier.resolve()}",
+            file=sys.stderr,
+        )
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -89,8 +105,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings()
     check_data_dir(settings.data_dir)  # the spool and the embedded servers live there
     _reachable(settings)
+    source = (
+        "CM_DATA_DIR" if os.environ.get("CM_DATA_DIR", "").strip() else "default; set CM_DATA_DIR to move it"
+    )
+    print(f"data directory: {settings.data_dir.resolve()} ({source})", file=sys.stderr)
+    _mention_earlier_default(settings)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    with embedded_services(settings.data_dir, settings.mongodb_uri, settings.redis_url) as overrides:
+    with embedded_services(
+        settings.data_dir, settings.mongodb_uri, settings.redis_url, exclusive=True
+    ) as overrides:
         os.environ.update(overrides)
         for name, value in overrides.items():
             print(f"embedded {name.removeprefix('CM_').split('_')[0].lower()}: {value}", file=sys.stderr)

@@ -6,13 +6,20 @@ its data in `<data dir>/mongodb`; with no CM_REDIS_URL, the redis-server bundled
 
 A running pair is recorded in `<data dir>/embedded.json`, so `contact-monitor fields ...` reuses
 the servers of a running `serve` instead of opening the same files twice.
+
+One process owns the embedded servers of a data directory: the one holding the lock on
+`<data dir>/embedded.lock` (released by the kernel when that process ends, even by SIGKILL). A
+second `serve` on the same directory is refused in one line; servers left running by an owner
+that died (orphans) are adopted by the next owner and stopped when it stops.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 STATE_FILE = "embedded.json"
+LOCK_FILE = "embedded.lock"
 START_TIMEOUT = 30.0
 
 
@@ -34,10 +42,19 @@ class EmbeddedServer:
     name: str
     uri: str
     port: int
-    process: subprocess.Popen[bytes] | None  # None: started by another process, not ours to stop
+    process: subprocess.Popen[bytes] | None  # None: started by another process
     log_path: Path
+    # An orphan adopted by this process (started by an owner that died): stopped by its pid.
+    adopted_pid: int | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else self.adopted_pid
 
     def stop(self, timeout: float = 15.0) -> None:
+        if self.process is None and self.adopted_pid is not None:
+            _stop_pid(self.adopted_pid, timeout)
+            return
         if self.process is None or self.process.poll() is not None:
             return
         self.process.terminate()
@@ -164,6 +181,46 @@ def start_redis(data_dir: Path, persistent: bool = True, port: int | None = None
     return server
 
 
+def _stop_pid(pid: int, timeout: float) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if _pid_alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _own(data_dir: Path) -> int | None:
+    """The lock of the data directory's embedded servers (its file descriptor), or None when
+    another live process holds it."""
+    fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
+def _owner(data_dir: Path) -> str:
+    try:
+        return (data_dir / LOCK_FILE).read_text().strip() or "?"
+    except OSError:
+        return "?"
+
+
+def _recorded_pids(data_dir: Path) -> dict[str, int]:
+    try:
+        state = json.loads((data_dir / STATE_FILE).read_text())
+        return {key: int(entry["pid"]) for key, entry in state.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -187,7 +244,8 @@ def running_servers(data_dir: Path) -> dict[str, EmbeddedServer]:
             continue
         if not _pid_alive(pid):
             continue
-        server = EmbeddedServer(entry.get("name", key), uri, port, None, data_dir / f"{key}.log")
+        log = data_dir / f"{key}.log"
+        server = EmbeddedServer(entry.get("name", key), uri, port, None, log, adopted_pid=pid)
         if (key == "mongodb" and mongodb_ready(uri)) or (key == "redis" and redis_ready(port)):
             found[key] = server
     return found
@@ -195,36 +253,74 @@ def running_servers(data_dir: Path) -> dict[str, EmbeddedServer]:
 
 @contextlib.contextmanager
 def embedded_services(
-    data_dir: Path, mongodb_uri: str | None, redis_url: str | None, *, durable: bool = True
+    data_dir: Path,
+    mongodb_uri: str | None,
+    redis_url: str | None,
+    *,
+    durable: bool = True,
+    exclusive: bool = False,
 ) -> Iterator[dict[str, str]]:
-    """Start whatever is not configured (or reuse a running pair); yield the environment overrides
-    (`CM_MONGODB_URI`, `CM_REDIS_URL`) and stop what this call started on exit."""
+    """Start whatever is not configured; yield the environment overrides (`CM_MONGODB_URI`,
+    `CM_REDIS_URL`) and stop on exit what this call owns.
+
+    The first caller on a data directory owns its embedded servers (the lock): it starts them,
+    or adopts those an owner that died left running, and stops them on exit. Another caller
+    reuses the owner's running servers (the CLI's subcommands while `serve` runs); with
+    `exclusive` (`serve`) it is refused instead."""
+    wanted = [name for name, configured in (("mongodb", mongodb_uri), ("redis", redis_url)) if not configured]
+    if not wanted:
+        yield {}
+        return
     data_dir.mkdir(parents=True, exist_ok=True)
-    running = running_servers(data_dir)
-    started: dict[str, EmbeddedServer] = {}
-    overrides: dict[str, str] = {}
+    lock = _own(data_dir)
+    if lock is None:
+        owner = _owner(data_dir)
+        if exclusive:
+            raise EmbeddedError(
+                f"another contact-monitor process (pid {owner}) runs the embedded servers of "
+                f"CM_DATA_DIR={data_dir}: stop it first, or give this one another CM_DATA_DIR"
+            )
+        running = running_servers(data_dir)
+        missing = [name for name in wanted if name not in running]
+        if missing:
+            raise EmbeddedError(
+                f"contact-monitor process {owner} is starting or stopping the embedded servers of "
+                f"CM_DATA_DIR={data_dir}; try again in a moment"
+            )
+        yield {_VARIABLES[name]: running[name].uri for name in wanted}
+        return
+    owned: dict[str, EmbeddedServer] = {}
     try:
-        if not mongodb_uri:
-            server = running.get("mongodb") or start_mongodb(data_dir, durable=durable)
-            if server.process is not None:
-                started["mongodb"] = server
-            overrides["CM_MONGODB_URI"] = server.uri
-        if not redis_url:
-            server = running.get("redis") or start_redis(data_dir)
-            if server.process is not None:
-                started["redis"] = server
-            overrides["CM_REDIS_URL"] = server.uri
-        if started:
-            state = {
-                key: {"name": s.name, "pid": s.process.pid, "uri": s.uri, "port": s.port}
-                for key, s in started.items()
-                if s.process is not None
-            }
-            (data_dir / STATE_FILE).write_text(json.dumps(state))
+        running = running_servers(data_dir)
+        for key, pid in _recorded_pids(data_dir).items():
+            if key not in running and _pid_alive(pid):  # left by a dead owner, not answering
+                _stop_pid(pid, 15.0)  # before anything else opens its files
+        for name, orphan in running.items():  # the lock was free: their owner died
+            print(
+                f"embedded {name}: adopting the server (pid {orphan.adopted_pid}) a previous "
+                "contact-monitor left running; it stops with this one",
+                file=sys.stderr,
+            )
+            owned[name] = orphan
+        overrides: dict[str, str] = {}
+        for name in wanted:
+            if name not in owned:
+                owned[name] = (
+                    start_mongodb(data_dir, durable=durable) if name == "mongodb" else start_redis(data_dir)
+                )
+            overrides[_VARIABLES[name]] = owned[name].uri
+        state = {
+            key: {"name": s.name, "pid": s.pid, "uri": s.uri, "port": s.port} for key, s in owned.items()
+        }
+        (data_dir / STATE_FILE).write_text(json.dumps(state))
         yield overrides
     finally:
-        for server in reversed(list(started.values())):
+        for server in reversed(list(owned.values())):
             server.stop()
-        if started:
+        if owned:
             with contextlib.suppress(OSError):
                 (data_dir / STATE_FILE).unlink()
+        os.close(lock)
+
+
+_VARIABLES = {"mongodb": "CM_MONGODB_URI", "redis": "CM_REDIS_URL"}

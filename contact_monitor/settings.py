@@ -36,7 +36,7 @@ class Settings:
     mongodb_db: str = "contact_monitor"
     redis_url: str | None = None
     redis_prefix: str = "cm:"
-    data_dir: Path = Path("./data")
+    data_dir: Path = field(default_factory=lambda: default_data_dir(os.environ))
     cors_origins: tuple[str, ...] = ()
     public_url: str | None = None
     cookie_secure: bool = True
@@ -244,7 +244,7 @@ class Settings:
             mongodb_db=text("CM_MONGODB_DB") or "contact_monitor",
             redis_url=text("CM_REDIS_URL"),
             redis_prefix=env.get("CM_REDIS_PREFIX", "cm:"),
-            data_dir=Path(text("CM_DATA_DIR") or "./data"),
+            data_dir=Path(text("CM_DATA_DIR") or default_data_dir(env)),
             cors_origins=origins("CM_CORS_ORIGINS"),
             public_url=public_url,
             cookie_secure=flag("CM_COOKIE_SECURE", True),
@@ -288,6 +288,14 @@ def _check_uris(mongodb_uri: str | None, redis_url: str | None) -> None:
                 raise SettingsError(f"CM_MONGODB_URI is not a valid MongoDB URI: {exc}") from None
     if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise SettingsError("CM_REDIS_URL must start with redis://, rediss:// or unix://")
+
+
+def default_data_dir(env: Mapping[str, str]) -> Path:
+    """Where the service keeps its files without CM_DATA_DIR: per user, whatever the current
+    directory (`$XDG_DATA_HOME/contact-monitor`, else `~/.local/share/contact-monitor`), so that
+    `serve` and every subcommand find the same data from anywhere."""
+    base = env.get("XDG_DATA_HOME") or str(Path(env.get("HOME") or Path.home()) / ".local" / "share")
+    return Path(base) / "contact-monitor"
 
 
 def check_data_dir(path: Path) -> None:

@@ -285,3 +285,50 @@ async def test_a_core_field_keeps_its_type(harness):
     assert (await harness.services.storage.fields.get("email")).type == "email"
     changed = await update_field(harness.services.storage, "email", type="email", publicly_updatable=True)
     assert changed.field.publicly_updatable  # the same type, restated, is fine
+
+
+def test_one_serve_per_data_directory_and_orphans_are_adopted(tmp_path):
+    """A second `serve` on the same data directory is refused in one line while the first runs.
+    After the first is killed with SIGKILL (its embedded servers keep running), the next `serve`
+    adopts them, says so, serves the same data, and stops them when it stops."""
+    port, other_port = free_port(), free_port()
+    first = _serve(tmp_path, port)
+    try:
+        _wait_for(f"http://127.0.0.1:{port}/health", first)
+        second = _serve(tmp_path, other_port)
+        output, _ = second.communicate(timeout=60)
+        assert second.returncode == 2
+        lines = [line for line in output.decode().splitlines() if "error" in line]
+        assert lines == [
+            f"contact-monitor: error: another contact-monitor process (pid {first.pid}) runs the embedded "
+            f"servers of CM_DATA_DIR={tmp_path}: stop it first, or give this one another CM_DATA_DIR"
+        ]
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"User-Agent": CHROME}) as browser:
+            contact_id = browser.post("/mtc/event", data={"page_url": "before"}).json()["id"]
+        state = json.loads((tmp_path / STATE_FILE).read_text())
+    finally:
+        first.kill()
+        first.communicate(timeout=30)
+    assert redis_ready(state["redis"]["port"])  # orphans: still running
+
+    third = _serve(tmp_path, port)
+    try:
+        _wait_for(f"http://127.0.0.1:{port}/health", third)
+        assert json.loads((tmp_path / STATE_FILE).read_text())["redis"]["pid"] == state["redis"]["pid"]
+        mongo = MongoClient(state["mongodb"]["uri"])
+        assert mongo.contact_monitor.contacts.find_one({"_id": contact_id}) is not None
+        mongo.close()
+    finally:
+        output = _stop(third)
+    assert "adopting the server" in output
+    assert not redis_ready(state["redis"]["port"]) and not (tmp_path / STATE_FILE).exists()
+
+
+def test_serve_says_which_data_directory_it_uses(tmp_path):
+    port = free_port()
+    server = _serve(tmp_path, port)
+    try:
+        _wait_for(f"http://127.0.0.1:{port}/health", server)
+    finally:
+        output = _stop(server)
+    assert f"data directory: {tmp_path.resolve()} (CM_DATA_DIR)" in output

@@ -10,11 +10,18 @@ def test_defaults():
     settings = Settings.from_env({})
     assert settings.mongodb_uri is None and settings.redis_url is None
     assert settings.mongodb_db == "contact_monitor"
-    assert settings.data_dir == Path("./data")
+    assert settings.data_dir == Path.home() / ".local" / "share" / "contact-monitor"
     assert settings.cookie_secure is True
     assert settings.anonymize_ip == "off" and settings.track_by_ip is False and settings.respect_dnt is False
     assert settings.stream_key == "cm:activity"
     assert settings.max_body_bytes == 65536
+
+
+def test_the_data_directory_is_per_user_wherever_the_command_runs():
+    assert Settings.from_env({"HOME": "/home/ann"}).data_dir == Path("/home/ann/.local/share/contact-monitor")
+    xdg = {"HOME": "/home/ann", "XDG_DATA_HOME": "/data/ann"}
+    assert Settings.from_env(xdg).data_dir == Path("/data/ann/contact-monitor")
+    assert Settings.from_env({**xdg, "CM_DATA_DIR": "./here"}).data_dir == Path("./here")
 
 
 def test_everything_from_the_environment():
