@@ -22,6 +22,7 @@ from api.app import GraphQLEndpoint
 from contact_monitor import __version__
 from contact_monitor.core.errors import Unauthenticated, UserError
 from contact_monitor.core.fields import install_core_fields
+from contact_monitor.core.identity import sweep_forever
 from contact_monitor.core.keys import key_of
 from contact_monitor.core.metrics import Metrics
 from contact_monitor.core.services import Services
@@ -228,6 +229,7 @@ def create_app(settings: Settings) -> Starlette:
                 pipeline.spool.replay_forever(state, replay_hit), name="spool-replayer"
             )
             follower = asyncio.create_task(services.invalidations.follow(), name="invalidations")
+            sweeper = asyncio.create_task(sweep_forever(storage), name="merge-sweeper")
             try:
                 # request.state.services / .pipeline / .hub; GraphQL gets them through its context.
                 try:
@@ -235,7 +237,7 @@ def create_app(settings: Settings) -> Starlette:
                 finally:
                     pipeline.close()
                     await graphql.sockets.stop()
-                    for task in (republisher, replayer, follower):
+                    for task in (republisher, replayer, follower, sweeper):
                         task.cancel()
                         with contextlib.suppress(asyncio.CancelledError):
                             await task

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from contact_monitor.core.tags import TagChanges, parse_tags
 from contact_monitor.core.utm import extract_utm
 from contact_monitor.text import parse_flag
-from ingest.payload import Params, ParamValue, PayloadError, decode_clickthrough
+from ingest.payload import PROOF_PARAMETERS, Params, ParamValue, PayloadError, decode_clickthrough
 
 MAX_URL_LENGTH = 4096
 MAX_TITLE_LENGTH = 191
@@ -176,6 +176,8 @@ def build_hit(
     # Mautic keeps it, decoded keys are already merged into the parameters.
     query: dict[str, ParamValue] = {}
     for key, value in params.items():
+        if key in PROOF_PARAMETERS:  # a reusable credential: not kept
+            continue
         if isinstance(value, list):
             query[key] = [item[:MAX_QUERY_VALUE_LENGTH] for item in value]
         else:

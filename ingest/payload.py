@@ -250,6 +250,10 @@ def merge_d(builder: ParamsBuilder) -> None:
     builder.add_mapping(decoded, "d", override=False)
 
 
+# Read from the request itself only, never stored: CM_IDENTITY_SECRET's proofs (docs/identity.md).
+PROOF_PARAMETERS = frozenset({"identity_hash", "mauticform[identity_hash]"})
+
+
 def merge_page_url_query(builder: ParamsBuilder) -> None:
     """Parameters in the tracked page's own query string count too (explicit ones win)."""
     page_url = builder.params.get("page_url") or builder.params.get("url")
@@ -259,7 +263,12 @@ def merge_page_url_query(builder: ParamsBuilder) -> None:
     query = page_url.split("?", 1)[1].split("#", 1)[0]
     if not query:
         return
-    lowered = [(key.lower(), value) for key, value in parse_qsl(query, keep_blank_values=True)]
+    # Never the proof of an identity (a shared link must not identify whoever opens it).
+    lowered = [
+        (key.lower(), value)
+        for key, value in parse_qsl(query, keep_blank_values=True)
+        if key.lower() not in PROOF_PARAMETERS
+    ]
     builder.add_pairs(lowered, override=False)
 
 

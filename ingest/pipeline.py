@@ -98,6 +98,7 @@ class IngestPipeline:
                 contact_cookie=visit.contact_cookie,
                 ip=visit.ip,
                 unique_keys=unique,
+                names_unique=bool(claims),
             )
             merged.extend(visitor.activities)
             claimed, applied = self.claims_of(visitor, claims, values, outcome.warnings)

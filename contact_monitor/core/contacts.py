@@ -18,7 +18,7 @@ from bson.errors import InvalidId
 from pymongo.errors import DuplicateKeyError
 
 from contact_monitor.core.activity import Activity, now_ms
-from contact_monitor.core.errors import BadUserInput, NotFound
+from contact_monitor.core.errors import BadUserInput, MergeInProgress, NotFound
 from contact_monitor.core.fields import (
     IDENTIFYING_FIELDS,
     FieldValue,
@@ -26,12 +26,12 @@ from contact_monitor.core.fields import (
     is_identified,
     validate_value,
 )
-from contact_monitor.core.identity import merge
+from contact_monitor.core.identity import in_transaction, merge
 from contact_monitor.core.services import Services
 from contact_monitor.core.tags import TagChanges, diff
 from contact_monitor.storage import Storage
 from contact_monitor.storage.contacts import unique_key
-from contact_monitor.storage.documents import Document
+from contact_monitor.storage.documents import Document, Session
 from contact_monitor.storage.fields import FieldDefinition
 
 ACTIVITY_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]{0,63}$")
@@ -267,55 +267,74 @@ async def unmerge_contact(services: Services, merge_id: str) -> Document:
     entry = await storage.contacts.merge_entry(key)
     if entry is None:
         raise NotFound(f"no merge {merge_id!r}")
-    if entry.get("undone_at") is not None:
-        raise BadUserInput("this merge was undone already")
     winner_id, loser_id = entry["winner_id"], entry["loser_id"]
-    winner = await storage.contacts.get(winner_id)
-    if winner is None:
-        later = await storage.contacts.winners_of([winner_id])
-        if later:
-            raise BadUserInput(
-                f"contact {winner_id} was merged into {later[winner_id]} since: undo that merge first"
-            )
-        raise BadUserInput(f"contact {winner_id} was erased: there is nothing to separate")
-    adopted = set(entry.get("adopted_ids", []))
-    holders = await storage.contacts.holders(entry["loser"].get("ids", []))
-    for held_key, holder in holders.items():
-        if not (holder == winner_id and held_key in adopted):
-            raise BadUserInput(
-                f"the merged contact's {held_key.split(':', 1)[0]} now belongs to contact {holder}: "
-                "change or merge that contact first"
-            )
-    now = now_ms()
-    if not await storage.contacts.mark_unmerged(key, now):
-        raise BadUserInput("this merge was undone already")
     loser: Document = entry["loser"]
-    mine, theirs = winner.get("fields", {}), loser.get("fields", {})
-    # A filled value the survivor changed since is its own now: it stays.
-    given = [alias for alias in entry.get("filled", []) if alias in mine and mine[alias] == theirs.get(alias)]
-    before = entry.get("winner_before", {})
-    kept = {alias: value for alias, value in mine.items() if alias not in given}
-    restore: dict[str, object] = {"created_at": before.get("created_at", winner["created_at"])}
-    if not before.get("anonymous", True):
-        restore.update(anonymous=False, identified_at=before.get("identified_at"))
-    elif is_identified(kept):  # identified by values of its own since
-        restore.update(anonymous=False, identified_at=winner.get("identified_at") or now)
-    else:
-        restore.update(anonymous=True, identified_at=None)
-    held = set(winner.get("tags", []))
-    await storage.contacts.separate(
-        winner_id,
-        now=now,
-        unset_fields=given,
-        pull_tags=[tag for tag in entry.get("tags_added", []) if tag in held],
-        pull_ids=entry.get("adopted_ids", []),
-        restore=restore,
-    )
-    await storage.contacts.restore(loser)
-    await storage.contacts.unrecord_merge(loser_id, entry.get("repointed", []))
-    devices = await storage.devices.move_back(winner_id, loser_id)
-    hits = await storage.hits.move_back(winner_id, loser_id)
-    await storage.activities.move_back(winner_id, loser_id)
+    now = now_ms()
+
+    async def steps(session: Session) -> tuple[int, int]:
+        """All or nothing where transactions exist; read again inside, so that a merge or an
+        undo running at the same moment makes one of them fail without a trace."""
+        contacts = storage.contacts
+        current = await contacts.merge_entry(key, session=session)
+        if current is None or current.get("undone_at") is not None:
+            raise BadUserInput("this merge was undone already")
+        winner = await contacts.get(winner_id, session=session)
+        if winner is None:
+            later = await contacts.winners_of([winner_id], session=session)
+            if later:
+                raise BadUserInput(
+                    f"contact {winner_id} was merged into {later[winner_id]} since: undo that merge first"
+                )
+            raise BadUserInput(f"contact {winner_id} was erased: there is nothing to separate")
+        if winner.get("merging"):
+            raise MergeInProgress("the survivor is being merged at this moment; try again")
+        mine, theirs = winner.get("fields", {}), loser.get("fields", {})
+        # A filled value the survivor changed since is its own now: it stays.
+        given = [
+            alias for alias in entry.get("filled", []) if alias in mine and mine[alias] == theirs.get(alias)
+        ]
+        before = entry.get("winner_before", {})
+        kept = {alias: value for alias, value in mine.items() if alias not in given}
+        restore: dict[str, object] = {"created_at": before.get("created_at", winner["created_at"])}
+        if not before.get("anonymous", True):
+            restore.update(anonymous=False, identified_at=before.get("identified_at"))
+        elif is_identified(kept):  # identified by values of its own since
+            restore.update(anonymous=False, identified_at=winner.get("identified_at") or now)
+        else:
+            restore.update(anonymous=True, identified_at=None)
+        adopted = set(entry.get("adopted_ids", []))
+        for held_key, holder in (await contacts.holders(loser.get("ids", []), session=session)).items():
+            if not (holder == winner_id and held_key in adopted):
+                raise BadUserInput(
+                    f"the merged contact's {held_key.split(':', 1)[0]} now belongs to contact {holder}: "
+                    "change or merge that contact first"
+                )
+        held = set(winner.get("tags", []))
+        await contacts.separate(
+            winner_id,
+            now=now,
+            unset_fields=given,
+            pull_tags=[tag for tag in entry.get("tags_added", []) if tag in held],
+            pull_ids=entry.get("adopted_ids", []),
+            pull_claims=loser.get("claims", []),
+            restore=restore,
+            session=session,
+        )
+        await contacts.restore(loser, session=session)
+        await contacts.unrecord_merge(loser_id, entry.get("repointed", []), session=session)
+        devices = await storage.devices.move_back(winner_id, loser_id, session=session)
+        hits = await storage.hits.move_back(winner_id, loser_id, session=session)
+        await storage.activities.move_back(winner_id, loser_id, session=session)
+        await contacts.mark_unmerged(key, now, session=session)
+        return hits, devices
+
+    try:
+        hits, devices = await in_transaction(storage, steps)
+    except DuplicateKeyError:  # a key of the merged contact was taken a moment ago
+        raise BadUserInput(
+            "a unique value of the merged contact was just given to another contact; try again"
+        ) from None
+    await storage.contacts.changed(winner_id, loser_id)
     await services.invalidations.announce_devices_moved()
     await storage.audit.log(
         "unmerge",
@@ -331,7 +350,8 @@ async def unmerge_contact(services: Services, merge_id: str) -> Document:
     await services.recorder.record(
         [Activity("contact_unmerged", winner_id, now, {**data, "separated_from": loser_id})], survivor
     )
-    assert restored is not None
+    if restored is None:  # erased the moment after
+        raise NotFound(f"no contact {loser_id!r}")
     return restored
 
 

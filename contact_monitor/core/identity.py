@@ -16,9 +16,11 @@ The rules are in docs/identity.md; in short, first match wins:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import hashlib
 import hmac
+import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -27,12 +29,14 @@ from typing import TypeVar
 from bson import ObjectId
 from pymongo.errors import OperationFailure
 
-from contact_monitor.core.activity import Activity
+from contact_monitor.core.activity import Activity, now_ms
 from contact_monitor.core.errors import MergeInProgress
 from contact_monitor.core.fields import is_identified
 from contact_monitor.storage import Storage
 from contact_monitor.storage.contacts import MERGE_LOCK_SECONDS
 from contact_monitor.storage.documents import Document, Session
+
+log = logging.getLogger(__name__)
 
 # The parameter (or form field) that proves a unique value under CM_IDENTITY_SECRET.
 IDENTITY_HASH = "identity_hash"
@@ -166,10 +170,13 @@ class IdentityResolver:
         contact_cookie: str | None,
         ip: str | None,
         unique_keys: list[str],
+        names_unique: bool = False,
     ) -> Visitor:
+        """`names_unique`: the request named a unique field, verified or not (never identified
+        by IP then: an unverified claim must not reach the contact last seen from that IP)."""
         current, device = await self.current(tracking_id, contact_cookie)
         activities: list[Activity] = []
-        if current is None and not unique_keys:
+        if current is None and not unique_keys and not names_unique:
             current = await self.by_ip(ip)
         contact: Document | None = current
         if unique_keys:
@@ -254,6 +261,27 @@ def _being_merged(contact: Document, now: dt.datetime) -> bool:
     return isinstance(mark, dict) and now - mark["since"] < dt.timedelta(seconds=MERGE_LOCK_SECONDS)
 
 
+# The safety net behind the sweeps after each write and after each merge's commit (which a
+# failure can skip): every SWEEP_EVERY, what is under an id merged in the last SWEEP_WINDOW moves.
+SWEEP_EVERY = 60.0
+SWEEP_WINDOW = dt.timedelta(minutes=15)
+
+
+async def sweep_recent_merges(storage: Storage, now: dt.datetime) -> int:
+    """Move to their survivors the documents under ids merged away since `now - SWEEP_WINDOW`."""
+    return await sweep_merged(storage, await storage.contacts.merged_since(now - SWEEP_WINDOW))
+
+
+async def sweep_forever(storage: Storage) -> None:
+    """Runs for the life of the app (docs/identity.md, "Writes racing a merge")."""
+    while True:
+        await asyncio.sleep(SWEEP_EVERY)
+        try:
+            await sweep_recent_merges(storage, now_ms())
+        except Exception:  # the next round tries again
+            log.exception("sweeping recent merges failed")
+
+
 def merged_values(winner: Document, loser: Document, now: dt.datetime) -> dict[str, object]:
     """What a merge sets on the winner: the loser's values fill the winner's gaps (winner values
     stay), and the winner is identified when either side was or the merged fields make it so."""
@@ -282,26 +310,34 @@ async def merge(
     The writes are one transaction where the deployment supports it; otherwise they are ordered
     so that an interruption leaves every id resolvable: the merge record first, then the moves,
     then the loser is deleted (docs/identity.md, "Merges"). Before anything, the loser is marked
-    and the winner
-    must be unmarked: of two merges of the same two contacts in opposite directions, at most one
-    goes on; the other raises `MergeInProgress` and changes nothing (each marks before it reads
-    the other's mark, so both cannot read "unmarked").
+    and the winner must be unmarked: of two merges of the same two contacts in opposite
+    directions, at most one goes on; the other raises `MergeInProgress` and changes nothing (each
+    marks before it reads the other's mark, so both cannot read "unmarked"). Both contacts are
+    read again inside the transaction, so a write to either since the caller read them is merged,
+    not lost, and a winner deleted or marked meanwhile (a chain of merges) aborts the merge.
     """
-    if not await storage.contacts.lock_for_merge(loser["_id"], winner["_id"], now):
+    winner_id, loser_id = winner["_id"], loser["_id"]
+    locked_at = now_ms()  # the clock, not `now` (a replayed hit's time is in the past)
+    if not await storage.contacts.lock_for_merge(loser_id, winner_id, locked_at):
         raise MergeInProgress("this contact is being merged by another request; try again")
-    marked = await storage.contacts.get(loser["_id"])
-    current = await storage.contacts.get(winner["_id"])
-    if marked is None or current is None or _being_merged(current, now):
-        await storage.contacts.unlock_merge(loser["_id"])
-        raise MergeInProgress("the contact to merge into is being merged by another request; try again")
-    # Both as they are now (the loser without its mark): what the merge log keeps.
-    winner, loser = current, {key: value for key, value in marked.items() if key != "merging"}
-    repointed = await storage.contacts.merged_into(loser["_id"])
     merge_id = ObjectId()
 
-    async def steps(session: Session) -> tuple[Document | None, dict[str, int]]:
+    async def steps(session: Session) -> tuple[Document | None, dict[str, int], Document]:
         """The writes of the merge; all or none of them in a transaction (`session`)."""
         contacts = storage.contacts
+        marked = await contacts.get(loser_id, session=session)
+        winner = await contacts.get(winner_id, session=session)
+        mark = (marked or {}).get("merging") or {}
+        if (
+            marked is None
+            or winner is None
+            or mark.get("into") != winner_id
+            or _being_merged(winner, locked_at)
+        ):
+            raise MergeInProgress("the contact to merge into is being merged by another request; try again")
+        # Both as they are now (the loser without its mark): what the merge log keeps.
+        loser = {key: value for key, value in marked.items() if key != "merging"}
+        repointed = await contacts.merged_into(loser_id, session=session)
         values = merged_values(winner, loser, now)
         await contacts.record_merge(loser["_id"], winner["_id"], now, session=session)
         moved = {
@@ -334,19 +370,24 @@ async def merge(
         audit = {"merge_id": merge_id, "winner_id": winner["_id"], "loser_id": loser["_id"]}
         audit |= {"hits_moved": moved["hits"], "devices_moved": moved["devices"]}
         await storage.audit.log("merge", now, audit, session=session)
-        return merged, moved
+        return merged, moved, winner
 
-    merged, moved = await in_transaction(storage, steps)
+    try:
+        merged, moved, winner = await in_transaction(storage, steps)
+    except BaseException:
+        with contextlib.suppress(Exception):  # the loser is not being merged any more
+            await storage.contacts.unlock_merge(loser_id)
+        raise
     # After the commit: what a racing write stored under the loser while the transaction was
     # open (invisible to it, and to the check after that write) moves now; the caches forget
     # what they read while it was open.
-    await sweep_merged(storage, [loser["_id"]])
-    await storage.contacts.changed(winner["_id"], loser["_id"])
+    await sweep_merged(storage, [loser_id])
+    await storage.contacts.changed(winner_id, loser_id)
     hits, devices = moved["hits"], moved["devices"]
     activity = Activity(
         "contact_merged",
         winner["_id"],
         now,
-        {"merged_id": loser["_id"], "merge_id": str(merge_id), "hits_moved": hits, "devices_moved": devices},
+        {"merged_id": loser_id, "merge_id": str(merge_id), "hits_moved": hits, "devices_moved": devices},
     )
     return (merged if merged is not None else winner), activity

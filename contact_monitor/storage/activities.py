@@ -50,8 +50,8 @@ class ActivityRepository:
             await self.activities.update_many(*moved_to(from_contact, to_contact), session=session)
         ).modified_count
 
-    async def move_back(self, winner: str, loser: str) -> int:
-        return (await self.activities.update_many(*moved_back(winner, loser))).modified_count
+    async def move_back(self, winner: str, loser: str, *, session: Session = None) -> int:
+        return (await self.activities.update_many(*moved_back(winner, loser), session=session)).modified_count
 
     async def delete_for_contact(self, contact_id: str) -> int:
         return (await self.activities.delete_many({"contact_id": contact_id})).deleted_count

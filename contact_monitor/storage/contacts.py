@@ -134,6 +134,7 @@ class ContactRepository:
         await self.contacts.create_index("tags")
         await self.contacts.create_index("last_ip", sparse=True)
         await self.merges.create_index([("winner_id", ASCENDING)])
+        await self.merges.create_index([("merged_at", DESCENDING)])
         await self.merge_log.create_index([("winner_id", ASCENDING), ("merged_at", DESCENDING)])
         await self.merge_log.create_index([("loser_id", ASCENDING)])
 
@@ -284,13 +285,13 @@ class ContactRepository:
         cursor = self.merge_log.find({"$or": [{"winner_id": {"$in": ids}}, {"loser_id": {"$in": ids}}]})
         return [entry async for entry in cursor.sort("merged_at", DESCENDING)]
 
-    async def merge_entry(self, merge_id: Any) -> Document | None:
-        return await self.merge_log.find_one({"_id": merge_id})
+    async def merge_entry(self, merge_id: Any, *, session: Session = None) -> Document | None:
+        return await self.merge_log.find_one({"_id": merge_id}, session=session)
 
-    async def mark_unmerged(self, merge_id: Any, now: dt.datetime) -> bool:
+    async def mark_unmerged(self, merge_id: Any, now: dt.datetime, *, session: Session = None) -> bool:
         """Mark the entry undone, once: False when it already was (a concurrent undo)."""
         result = await self.merge_log.update_one(
-            {"_id": merge_id, "undone_at": None}, {"$set": {"undone_at": now}}
+            {"_id": merge_id, "undone_at": None}, {"$set": {"undone_at": now}}, session=session
         )
         return result.matched_count == 1
 
@@ -302,7 +303,9 @@ class ContactRepository:
         unset_fields: Iterable[str],
         pull_tags: Iterable[str],
         pull_ids: Iterable[str],
+        pull_claims: Iterable[Document] = (),
         restore: Mapping[str, object],
+        session: Session = None,
     ) -> None:
         """Take back from a merge survivor what the merge gave it."""
         update: Document = {"$set": {"updated_at": now, **restore}}
@@ -313,26 +316,34 @@ class ContactRepository:
             pull["tags"] = {"$in": tags}
         if keys := list(pull_ids):
             pull["ids"] = {"$in": keys}
+        if claims := list(pull_claims):
+            pull["claims"] = {"$in": claims}
         if pull:
             update["$pull"] = pull
         try:
-            await self.contacts.update_one({"_id": winner_id}, update)
-            await self.contacts.update_many({"_id": winner_id, "ids": {"$size": 0}}, {"$unset": {"ids": ""}})
+            await self.contacts.update_one({"_id": winner_id}, update, session=session)
+            await self.contacts.update_many(
+                {"_id": winner_id, "ids": {"$size": 0}}, {"$unset": {"ids": ""}}, session=session
+            )
         finally:
             await self.changed(winner_id)
 
-    async def restore(self, contact: Document) -> None:
+    async def restore(self, contact: Document, *, session: Session = None) -> None:
         """Insert a contact as it was (an undone merge's loser, with its id and keys)."""
         try:
-            await self.contacts.insert_one(dict(contact))
+            await self.contacts.insert_one(dict(contact), session=session)
         finally:
             await self.changed(contact["_id"])
 
-    async def unrecord_merge(self, loser_id: str, repointed: Iterable[str]) -> None:
+    async def unrecord_merge(
+        self, loser_id: str, repointed: Iterable[str], *, session: Session = None
+    ) -> None:
         """The loser's id resolves to itself again, and so do the ids that resolved to it."""
-        await self.merges.delete_one({"_id": loser_id})
+        await self.merges.delete_one({"_id": loser_id}, session=session)
         if ids := list(repointed):
-            await self.merges.update_many({"_id": {"$in": ids}}, {"$set": {"winner_id": loser_id}})
+            await self.merges.update_many(
+                {"_id": {"$in": ids}}, {"$set": {"winner_id": loser_id}}, session=session
+            )
 
     async def delete_merge_entries(self, contact_ids: Iterable[str]) -> int:
         ids = list(contact_ids)
@@ -341,25 +352,32 @@ class ContactRepository:
         )
         return result.deleted_count
 
-    async def holders(self, keys: Iterable[str]) -> dict[str, str]:
+    async def holders(self, keys: Iterable[str], *, session: Session = None) -> dict[str, str]:
         """Which contact holds each of these unique keys (those nobody holds are absent)."""
         wanted = set(keys)
         found: dict[str, str] = {}
-        async for contact in self.contacts.find({"ids": {"$in": list(wanted)}}, {"ids": 1}):
+        async for contact in self.contacts.find({"ids": {"$in": list(wanted)}}, {"ids": 1}, session=session):
             for key in contact.get("ids", []):
                 if key in wanted:
                     found[key] = contact["_id"]
         return found
 
-    async def winners_of(self, contact_ids: Iterable[str]) -> dict[str, str]:
+    async def merged_since(self, since: dt.datetime) -> list[str]:
+        """Ids merged away at or after `since`."""
+        cursor = self.merges.find({"merged_at": {"$gte": since}}, {"_id": 1})
+        return [doc["_id"] async for doc in cursor]
+
+    async def winners_of(self, contact_ids: Iterable[str], *, session: Session = None) -> dict[str, str]:
         """For those of these ids that were merged away: the contact each was merged into."""
         ids = list(set(contact_ids))
         if not ids:
             return {}
-        return {doc["_id"]: doc["winner_id"] async for doc in self.merges.find({"_id": {"$in": ids}})}
+        cursor = self.merges.find({"_id": {"$in": ids}}, session=session)
+        return {doc["_id"]: doc["winner_id"] async for doc in cursor}
 
-    async def merged_into(self, contact_id: str) -> list[str]:
-        return [doc["_id"] async for doc in self.merges.find({"winner_id": contact_id}, {"_id": 1})]
+    async def merged_into(self, contact_id: str, *, session: Session = None) -> list[str]:
+        cursor = self.merges.find({"winner_id": contact_id}, {"_id": 1}, session=session)
+        return [doc["_id"] async for doc in cursor]
 
     async def latest_by_ip(self, ip: str) -> Document | None:
         cursor = self.contacts.find({"last_ip": ip}).sort("last_active", DESCENDING).limit(1)

@@ -131,5 +131,5 @@ class DeviceRepository:
             await self.devices.update_many(*moved_to(from_contact, to_contact), session=session)
         ).modified_count
 
-    async def move_back(self, winner: str, loser: str) -> int:
-        return (await self.devices.update_many(*moved_back(winner, loser))).modified_count
+    async def move_back(self, winner: str, loser: str, *, session: Session = None) -> int:
+        return (await self.devices.update_many(*moved_back(winner, loser), session=session)).modified_count

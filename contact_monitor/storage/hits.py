@@ -184,9 +184,9 @@ class HitRepository:
         await self.utm_records.update_many(*moved_to(from_contact, to_contact), session=session)
         return moved.modified_count
 
-    async def move_back(self, winner: str, loser: str) -> int:
-        moved = await self.hits.update_many(*moved_back(winner, loser))
-        await self.utm_records.update_many(*moved_back(winner, loser))
+    async def move_back(self, winner: str, loser: str, *, session: Session = None) -> int:
+        moved = await self.hits.update_many(*moved_back(winner, loser), session=session)
+        await self.utm_records.update_many(*moved_back(winner, loser), session=session)
         return moved.modified_count
 
 

@@ -176,3 +176,35 @@ async def test_every_process_sends_the_visitor_back_after_an_undo(make_harness):
             await asyncio.wait_for(cached.cleared.wait(), 10)  # a's announcement reached b
             back = await b.event(browser, page_url="https://shop.example.com/y")
             assert back["id"] == visitor["id"]
+
+
+async def test_an_undo_that_cannot_complete_changes_nothing(harness):
+    """The merged contact's email was given to another contact since: the undo is refused, the
+    survivor and the merge stay as they are, and it can be undone once the email is free."""
+    h = harness
+    await h.field("email", unique=True)
+    async with h.browser() as one, h.browser() as two, h.browser() as three:
+        survivor = (await h.event(one, page_url="https://shop.example.com/w"))["id"]
+        merged = (await h.event(two, page_url="https://shop.example.com/l", email="l@example.com"))["id"]
+        await gql(
+            h,
+            "mutation($w: ID!, $l: ID!) { mergeContacts(winnerId: $w, loserId: $l) { id } }",
+            w=survivor,
+            l=merged,
+        )
+        change = 'mutation($id: ID!) { updateContact(id: $id, fields: {email: "new@example.com"}) { id } }'
+        assert "errors" not in await gql(h, change, id=survivor)
+        taker = (await h.event(three, page_url="https://shop.example.com/z", email="l@example.com"))["id"]
+    before = await h.db.contacts.find_one({"_id": survivor})
+    [entry] = (await gql(h, MERGES, role="read", id=survivor))["data"]["merges"]
+    refused = await gql(h, UNMERGE, id=entry["id"])
+    assert refused["errors"][0]["message"] == (
+        f"the merged contact's email now belongs to contact {taker}: change or merge that contact first"
+    )
+    assert await h.db.contacts.find_one({"_id": survivor}) == before
+    assert await h.db.contacts.find_one({"_id": merged}) is None
+    assert (await gql(h, MERGES, role="read", id=survivor))["data"]["merges"][0]["undoneAt"] is None
+
+    free = "mutation($id: ID!) { updateContact(id: $id, fields: {email: null}) { id } }"
+    assert "errors" not in await gql(h, free, id=taker)
+    assert (await gql(h, UNMERGE, id=entry["id"]))["data"]["unmergeContact"]["email"] == "l@example.com"

@@ -161,3 +161,27 @@ async def test_the_writes_of_a_merge_are_all_or_nothing(harness):
     with pytest.raises(RuntimeError, match="interrupted"):
         await in_transaction(storage, interrupted)
     assert await harness.db.merges.count_documents({}) == 0
+
+
+async def test_the_periodic_sweep_moves_what_a_failed_sweep_left(harness):
+    """A write whose own sweep failed (the state is made here directly in MongoDB) is moved by
+    the periodic sweep of recent merges; an old merge is not looked at again."""
+    import datetime as dt
+
+    from contact_monitor.core.activity import now_ms
+    from contact_monitor.core.identity import SWEEP_WINDOW, sweep_recent_merges
+
+    h = harness
+    headers = await admin(h)
+    async with h.browser() as one, h.browser() as two:
+        a = (await h.event(one, page_url="https://shop.example.com/a"))["id"]
+        b = (await h.event(two, page_url="https://shop.example.com/b"))["id"]
+    assert "errors" not in await merge(h, headers, a, b)
+    await h.db.hits.insert_one({"contact_id": b, "url": "stranded", "occurred_at": now_ms()})
+    assert (
+        await sweep_recent_merges(h.services.storage, now_ms() + SWEEP_WINDOW + dt.timedelta(seconds=1)) == 0
+    )
+    assert await h.db.hits.count_documents({"contact_id": b}) == 1
+    assert await sweep_recent_merges(h.services.storage, now_ms()) == 1
+    assert await h.db.hits.count_documents({"contact_id": b}) == 0
+    assert await h.db.hits.count_documents({"contact_id": a}) == 3

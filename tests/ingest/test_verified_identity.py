@@ -182,3 +182,36 @@ def test_the_secret_must_be_long_enough():
         Settings.from_env({"CM_IDENTITY_SECRET": "short"})
     settings = Settings.from_env({"CM_IDENTITY_SECRET": "x" * 16})
     assert settings.identity_secret == "x" * 16 and "x" * 16 not in repr(settings)
+
+
+async def test_the_proof_is_never_taken_from_the_page_url_nor_stored(verified):
+    """A link shared with ?email=...&identity_hash=... identifies nobody who opens it, and the
+    hash (a reusable credential) is not kept in the stored query."""
+    h = verified
+    target = await victim(h)
+    link = (
+        f"https://shop.example.com/p?email=victim%40example.com&identity_hash={proof('victim@example.com')}"
+    )
+    async with h.browser() as stranger:
+        body = await h.event(stranger, page_url=link)
+        assert body["id"] != target["_id"]
+    async with h.browser() as owner:
+        await h.event(owner, page_url="https://shop.example.com/q", email="victim@example.com",
+                      identity_hash=proof("victim@example.com"))  # fmt: skip
+    async for hit in h.db.hits.find():
+        assert "identity_hash" not in hit["query"]
+
+
+async def test_a_claim_is_never_resolved_by_ip(make_harness):
+    """With CM_TRACK_BY_IP, an unknown visitor sending an email without proof is not taken for
+    the contact last seen from the same IP (the victim's office, a carrier's NAT)."""
+    async with make_harness(identity_secret=SECRET, track_by_ip=True) as h:
+        await h.field("email")
+        await h.field("firstname")
+        target = await victim(h)
+        async with h.browser() as attacker:  # same IP as the victim's browser
+            body = await h.event(attacker, page_url="https://shop.example.com/x", email="x@example.com")
+            assert body["id"] != target["_id"]
+            assert attacker.cookies["mtc_id"] != target["_id"]
+        after = await h.db.contacts.find_one({"_id": target["_id"]})
+        assert "claims" not in after
