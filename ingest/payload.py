@@ -44,6 +44,12 @@ class PayloadError(ValueError):
     """An encoded payload (`d`, `ct`, a JSON body) could not be decoded."""
 
 
+def normalized_key(key: str) -> str:
+    """The name a parameter is kept under (`ParamsBuilder.add`): cleaned, trimmed, without `[]`."""
+    key = clean_text(key).strip()
+    return key[:-2] if key.endswith("[]") else key
+
+
 @dataclass
 class ParamsBuilder:
     """Collects parameters from several sources, applying limits and recording warnings."""
@@ -267,7 +273,7 @@ def merge_page_url_query(builder: ParamsBuilder) -> None:
     lowered = [
         (key.lower(), value)
         for key, value in parse_qsl(query, keep_blank_values=True)
-        if key.lower() not in PROOF_PARAMETERS
+        if normalized_key(key).lower() not in PROOF_PARAMETERS
     ]
     builder.add_pairs(lowered, override=False)
 

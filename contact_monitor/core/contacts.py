@@ -26,7 +26,7 @@ from contact_monitor.core.fields import (
     is_identified,
     validate_value,
 )
-from contact_monitor.core.identity import in_transaction, merge
+from contact_monitor.core.identity import being_merged, in_transaction, merge
 from contact_monitor.core.services import Services
 from contact_monitor.core.tags import TagChanges, diff
 from contact_monitor.storage import Storage
@@ -286,8 +286,11 @@ async def unmerge_contact(services: Services, merge_id: str) -> Document:
                     f"contact {winner_id} was merged into {later[winner_id]} since: undo that merge first"
                 )
             raise BadUserInput(f"contact {winner_id} was erased: there is nothing to separate")
-        if winner.get("merging"):
+        if being_merged(winner, now):
             raise MergeInProgress("the survivor is being merged at this moment; try again")
+        if session is None and not await contacts.mark_unmerged(key, now):
+            # Without a transaction the entry is claimed first: of two undos, one goes on.
+            raise BadUserInput("this merge was undone already")
         mine, theirs = winner.get("fields", {}), loser.get("fields", {})
         # A filled value the survivor changed since is its own now: it stays.
         given = [
@@ -325,7 +328,8 @@ async def unmerge_contact(services: Services, merge_id: str) -> Document:
         devices = await storage.devices.move_back(winner_id, loser_id, session=session)
         hits = await storage.hits.move_back(winner_id, loser_id, session=session)
         await storage.activities.move_back(winner_id, loser_id, session=session)
-        await contacts.mark_unmerged(key, now, session=session)
+        if session is not None and not await contacts.mark_unmerged(key, now, session=session):
+            raise BadUserInput("this merge was undone already")
         return hits, devices
 
     try:

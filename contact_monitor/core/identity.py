@@ -231,10 +231,17 @@ async def sweep_merged(storage: Storage, contact_ids: Iterable[str]) -> int:
     write is either there when the merge moves (moved by it) or stored before this check reads
     the merge records (moved here). Returns how many merged ids it found."""
     winners = await storage.contacts.winners_of(contact_ids)
-    for loser, winner in winners.items():
-        await storage.devices.move(loser, winner)
-        await storage.hits.move(loser, winner)
-        await storage.activities.move(loser, winner)
+    for loser in winners:
+
+        async def move(session: Session, loser: str = loser) -> None:
+            # Read again inside the transaction: an undo committed since gave the id back.
+            current = (await storage.contacts.winners_of([loser], session=session)).get(loser)
+            if current is not None:
+                await storage.devices.move(loser, current, session=session)
+                await storage.hits.move(loser, current, session=session)
+                await storage.activities.move(loser, current, session=session)
+
+        await in_transaction(storage, move)
     return len(winners)
 
 
@@ -256,7 +263,7 @@ async def in_transaction(storage: Storage, steps: Callable[[Session], Awaitable[
     return await steps(None)
 
 
-def _being_merged(contact: Document, now: dt.datetime) -> bool:
+def being_merged(contact: Document, now: dt.datetime) -> bool:
     mark = contact.get("merging")
     return isinstance(mark, dict) and now - mark["since"] < dt.timedelta(seconds=MERGE_LOCK_SECONDS)
 
@@ -318,9 +325,10 @@ async def merge(
     """
     winner_id, loser_id = winner["_id"], loser["_id"]
     locked_at = now_ms()  # the clock, not `now` (a replayed hit's time is in the past)
-    if not await storage.contacts.lock_for_merge(loser_id, winner_id, locked_at):
+    merge_id = ObjectId()  # also the token of the mark: only this merge removes it
+    if not await storage.contacts.lock_for_merge(loser_id, winner_id, locked_at, token=merge_id):
         raise MergeInProgress("this contact is being merged by another request; try again")
-    merge_id = ObjectId()
+    written = False  # without a transaction: a failure after the first write keeps the mark
 
     async def steps(session: Session) -> tuple[Document | None, dict[str, int], Document]:
         """The writes of the merge; all or none of them in a transaction (`session`)."""
@@ -331,15 +339,18 @@ async def merge(
         if (
             marked is None
             or winner is None
-            or mark.get("into") != winner_id
-            or _being_merged(winner, locked_at)
+            or mark.get("token") != merge_id
+            or being_merged(winner, locked_at)
         ):
             raise MergeInProgress("the contact to merge into is being merged by another request; try again")
         # Both as they are now (the loser without its mark): what the merge log keeps.
         loser = {key: value for key, value in marked.items() if key != "merging"}
         repointed = await contacts.merged_into(loser_id, session=session)
         values = merged_values(winner, loser, now)
-        await contacts.record_merge(loser["_id"], winner["_id"], now, session=session)
+        nonlocal written
+        written = session is None
+        # The record's time is the clock's (the periodic sweep looks at recent ones).
+        await contacts.record_merge(loser["_id"], winner["_id"], locked_at, session=session)
         moved = {
             "devices": await storage.devices.move(loser["_id"], winner["_id"], session=session),
             "hits": await storage.hits.move(loser["_id"], winner["_id"], session=session),
@@ -375,8 +386,9 @@ async def merge(
     try:
         merged, moved, winner = await in_transaction(storage, steps)
     except BaseException:
-        with contextlib.suppress(Exception):  # the loser is not being merged any more
-            await storage.contacts.unlock_merge(loser_id)
+        if not written:  # nothing of it stands: the loser is not being merged any more
+            with contextlib.suppress(Exception):
+                await storage.contacts.unlock_merge(loser_id, token=merge_id)
         raise
     # After the commit: what a racing write stored under the loser while the transaction was
     # open (invisible to it, and to the check after that write) moves now; the caches forget

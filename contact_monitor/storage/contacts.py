@@ -414,19 +414,21 @@ class ContactRepository:
         finally:
             await self.changed(winner_id)
 
-    async def lock_for_merge(self, loser_id: str, winner_id: str, now: dt.datetime) -> bool:
-        """Mark the loser as being merged into the winner, unless another merge marked it less
-        than MERGE_LOCK_SECONDS ago (an interrupted merge's mark expires). False: not marked."""
+    async def lock_for_merge(self, loser_id: str, winner_id: str, now: dt.datetime, *, token: Any) -> bool:
+        """Mark the loser as being merged into the winner by the merge `token`, unless another
+        merge marked it less than MERGE_LOCK_SECONDS ago (an interrupted merge's mark expires).
+        False: not marked."""
         stale = now - dt.timedelta(seconds=MERGE_LOCK_SECONDS)
         result = await self.contacts.update_one(
             {"_id": loser_id, "$or": [{"merging": {"$exists": False}}, {"merging.since": {"$lt": stale}}]},
-            {"$set": {"merging": {"into": winner_id, "since": now}}},
+            {"$set": {"merging": {"into": winner_id, "since": now, "token": token}}},
         )
         await self.changed(loser_id)
         return result.matched_count == 1
 
-    async def unlock_merge(self, loser_id: str) -> None:
-        await self.contacts.update_one({"_id": loser_id}, {"$unset": {"merging": ""}})
+    async def unlock_merge(self, loser_id: str, *, token: Any) -> None:
+        """Remove the mark of the merge `token` (never another merge's)."""
+        await self.contacts.update_one({"_id": loser_id, "merging.token": token}, {"$unset": {"merging": ""}})
         await self.changed(loser_id)
 
     async def record_merge(
