@@ -101,8 +101,9 @@ class IngestPipeline:
                 names_unique=bool(claims),
             )
             merged.extend(visitor.activities)
-            claimed, applied = self.claims_of(visitor, claims, values, outcome.warnings)
-            applied = await self.without_others_values(visitor, applied, registry, outcome.warnings)
+            notes: list[str] = []  # this attempt's warnings (a retry says them again)
+            claimed, applied = self.claims_of(visitor, claims, values, notes)
+            applied = await self.without_others_values(visitor, applied, registry, notes)
             try:
                 contact, created, changes = await self.apply_changes(
                     visitor, visit, applied, registry, tags=not (claimed and visitor.identified)
@@ -113,6 +114,7 @@ class IngestPipeline:
                 # again, which now finds (and merges into) that contact.
                 if attempt:
                     raise
+        outcome.warnings.extend(notes)
         activities = merged
         if created:
             activities.append(Activity("contact_created", contact["_id"], now))
