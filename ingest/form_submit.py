@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import json
 import logging
 import re
 from urllib.parse import quote, urlsplit
@@ -73,6 +74,33 @@ def _page(message: str, status: int = 200) -> HTMLResponse:
     return HTMLResponse(body, status_code=status)
 
 
+def form_name(form: Form | None, submission: Submission | None) -> str | None:
+    """The name Mautic's form script knows the form by: the one it posted, else the form's name
+    as Mautic derives its alias (lower case letters and digits)."""
+    if submission is not None and submission.form_name:
+        return submission.form_name
+    return re.sub(r"[^a-z0-9]", "", form.name.lower()) if form is not None else None
+
+
+def answer(body: dict[str, object], form: Form | None, submission: Submission | None) -> Response:
+    """A JSON answer (scripts, apps), or for Mautic's form script (`mauticform[messenger]`) the
+    page its hidden iframe loads, handing the same JSON to the page that posted the form as
+    Mautic's does: `parent.postMessage(JSON string, "*")`. Both carry `formName`."""
+    name = form_name(form, submission)
+    if name is not None:
+        body = {**body, "formName": name}
+    if submission is not None and submission.messenger and not submission.wants_json:
+        text = json.dumps(json.dumps(body))  # a JS string literal holding the JSON
+        for char, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026")):
+            text = text.replace(char, escaped)  # nothing in it can end the script element
+        page = (
+            "<!doctype html><meta charset=utf-8><title>Form</title>"
+            f'<script>parent.postMessage({text}, "*");</script>'
+        )
+        return HTMLResponse(page)
+    return JSONResponse(body)
+
+
 def failure(
     submission: Submission | None,
     wants_json: bool,
@@ -81,13 +109,13 @@ def failure(
     errors: dict[str, str] | None = None,
     form: Form | None = None,
 ) -> Response:
-    if wants_json:
+    if wants_json or (submission is not None and submission.messenger):
         body: dict[str, object] = {"success": 0}
         if errors:
             body["validationErrors"] = errors
         else:
             body["errorMessage"] = message
-        return JSONResponse(body)
+        return answer(body, form, submission)
     text = message if not errors else "Errors: " + " ".join(errors.values())
     if submission is not None and submission.return_url:
         separator = "&" if "?" in submission.return_url else "?"
@@ -97,13 +125,13 @@ def failure(
 
 
 def success(form: Form, submission: Submission, results: dict[str, str]) -> Response:
-    if submission.wants_json:
+    if submission.wants_json or submission.messenger:
         body: dict[str, object] = {"success": 1, "results": results}
         if form.post_action == "redirect":
             body["redirect"] = form.post_action_property
         elif form.post_action_property:
             body["successMessage"] = form.post_action_property
-        return JSONResponse(body)
+        return answer(body, form, submission)
     if form.post_action == "redirect":
         return RedirectResponse(form.post_action_property, 302)
     if form.post_action == "return" and submission.return_url:

@@ -15,6 +15,9 @@ _WRAPPED = re.compile(r"^mauticform\[([A-Za-z0-9_]+)\]$")
 MAX_RESULT_LENGTH = 1024
 # Form ids are 1, 2, 3, ...: ASCII digits, at most 9 of them; anything else names no form.
 FORM_ID = re.compile(r"[0-9]{1,9}")
+# A form name as Mautic's element ids use it: letters, digits, _ and -.
+FORM_NAME = re.compile(r"[^A-Za-z0-9_-]")
+MAX_FORM_NAME = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +26,10 @@ class Submission:
     values: Mapping[str, str]
     return_url: str | None
     wants_json: bool
+    # Mautic's form HTML: the form's name (element ids `mauticform_<name>_...`), and whether its
+    # form script waits for the answer in a hidden iframe (`mauticform[messenger]=1`).
+    form_name: str | None = None
+    messenger: bool = False
 
 
 def _text(value: str | list[str]) -> str:
@@ -44,7 +51,16 @@ def read_submission(params: Params, *, wants_json: bool) -> Submission:
     raw_id = values.pop("formId", None) or plain.get("formid")
     form_id = int(raw_id.strip()) if raw_id and FORM_ID.fullmatch(raw_id.strip()) else None
     return_url = values.pop("return", None) or None
-    return Submission(form_id, values, return_url, wants_json or plain.get("ajax") == "1")
+    form_name = values.pop("formName", None) or None
+    messenger = values.pop("messenger", "") == "1"
+    return Submission(
+        form_id,
+        values,
+        return_url,
+        wants_json or plain.get("ajax") == "1",
+        form_name=FORM_NAME.sub("", form_name)[:MAX_FORM_NAME] if form_name else None,
+        messenger=messenger,
+    )
 
 
 def validate_submission(

@@ -33,6 +33,7 @@ async def test_ajax_submission_identifies_and_records(harness):
         "success": 1,
         "results": {"email": "ann@example.com", "firstname": "Ann", "message": "Hello <b>there</b>"},
         "successMessage": "Thank you!",
+        "formName": "contactus",  # Mautic's alias of "Contact us": its form script's key
     }
     contact = await harness.db.contacts.find_one()
     # Mapped fields are set whether publicly updatable or not (a form is an explicit submission).
@@ -224,3 +225,43 @@ async def test_a_broken_multipart_body_is_a_clear_refusal(harness):
     )
     assert response.status_code == 200
     assert response.json()["validationErrors"]["email"] == "'Email' is required."
+
+
+def messenger_payload(page: str) -> dict:
+    """What the answer page hands to its parent: the JSON string given to postMessage."""
+    import json
+    import re
+
+    match = re.fullmatch(r'.*<script>parent\.postMessage\((".*"), "\*"\);</script>', page, re.S)
+    assert match, page
+    assert "</" not in match.group(1)  # nothing in the data can end the script element
+    return json.loads(json.loads(match.group(1)))
+
+
+async def test_mautic_form_script_gets_its_answer_through_the_messenger_page(harness):
+    """Mautic's form script posts into a hidden iframe with mauticform[messenger]=1 and
+    mauticform[formName], and waits for the page loaded there to call parent.postMessage with
+    the JSON answer, keyed by formName: success with its message, or the errors by field."""
+    form = await make_form(harness, post_action_property="Thanks </script><script>alert(1)</script>!")
+    fields = posted(form.id, email="ann@example.com", messenger="1", formName="contactus")
+    response = await harness.client.post(f"/form/submit?formId={form.id}", data=fields)
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
+    body = messenger_payload(response.text)
+    assert body["success"] == 1 and body["formName"] == "contactus"
+    assert body["successMessage"] == "Thanks </script><script>alert(1)</script>!"
+    assert await harness.db.contacts.count_documents({"fields.email": "ann@example.com"}) == 1
+
+    invalid = posted(form.id, email="not an email", messenger="1", formName="contactus")
+    errors = messenger_payload(
+        (await harness.client.post(f"/form/submit?formId={form.id}", data=invalid)).text
+    )
+    assert errors["success"] == 0 and errors["formName"] == "contactus"
+    assert set(errors["validationErrors"]) == {"email"}
+
+    gone = posted(999, email="ann@example.com", messenger="1", formName="old_form")
+    missing = messenger_payload((await harness.client.post("/form/submit?formId=999", data=gone)).text)
+    assert missing == {
+        "success": 0,
+        "errorMessage": "This form is no longer available.",
+        "formName": "old_form",
+    }
