@@ -1,0 +1,77 @@
+"""The README's "Try it with curl" section, run as a newcomer runs it: `contact-monitor serve`
+with nothing configured and a fresh home directory, then every `sh` block of the section in
+order, verbatim but for the port."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from contact_monitor.embedded import free_port
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def section_blocks(title: str) -> list[str]:
+    text = README.read_text()
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return re.findall(r"```sh\n(.*?)```", text[start:end], re.S)
+
+
+def test_the_curl_walkthrough_works_as_written(tmp_path):
+    if not shutil.which("contact-monitor") or not shutil.which("curl"):
+        pytest.fail("the walkthrough needs the installed `contact-monitor` command and curl")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CM_", "XDG_"))}
+    env["HOME"] = str(tmp_path)  # the default data directory, as on a fresh machine
+    server = subprocess.Popen(
+        [sys.executable, "-m", "contact_monitor.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert server.poll() is None, server.communicate()[0].decode()
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "serve did not answer"
+            time.sleep(0.2)
+        outputs = []
+        for block in section_blocks("Try it with curl"):
+            script = block.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
+            done = subprocess.run(
+                ["bash", "-euo", "pipefail", "-c", script],
+                env=env,
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert done.returncode == 0, f"{block}\n{done.stdout}\n{done.stderr}"
+            outputs.append(done.stdout)
+    finally:
+        server.send_signal(signal.SIGINT)
+        log = server.communicate(timeout=60)[0].decode()
+    pixel, stored, event = outputs
+    assert "image/gif" in pixel and "mtc_id=" in pixel and "mautic_device_id=" in pixel
+    assert "'url': 'https://example.com/pricing?utm_source=news'" in stored and "page_hit" in stored
+    body = json.loads(event)
+    assert body["success"] == 1 and body["id"]
+    data_dir = tmp_path / ".local" / "share" / "contact-monitor"
+    assert f"data directory: {data_dir}" in log
