@@ -353,6 +353,9 @@ class ActivityRecorder:
         ]
         await self.storage.activities.insert_many(documents)
         if documents and self.after_write is not None:
-            await self.after_write(documents)
+            try:
+                await self.after_write(documents)
+            except Exception:  # stored all the same; the periodic merge sweep finishes the job
+                log.warning("after-write step of timeline entries failed", exc_info=True)
         await self.publisher.publish(activities, contact)
         return documents

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import logging
 import time
 from collections.abc import Awaitable, Callable
 
@@ -21,6 +22,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, WriteConcernError,
 
 from contact_monitor.storage.documents import Document
 
+log = logging.getLogger(__name__)
 MAX_BATCH = 256
 MAX_DELAY_SECONDS = 0.002
 DUPLICATE_KEY = 11000
@@ -120,11 +122,10 @@ class InsertBatcher:
             try:
                 with pymongo.timeout(self.timeout):
                     await self.after_write(stored)
-            except Exception as exc:  # stored, but not yet where it belongs: not a success
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                return
+            except Exception:
+                # Stored all the same: a 200 stays true, and an error would make clients send the
+                # documents again. What the hook did not do, the core's periodic work does.
+                log.warning("after-write step of a %s batch failed", self.collection.name, exc_info=True)
         for index, (_, future) in enumerate(batch):
             if future.done():  # the caller gave up (cancelled)
                 continue

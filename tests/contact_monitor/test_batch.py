@@ -104,3 +104,20 @@ async def test_when_the_database_is_down_everyone_waiting_hears_it_at_once(tmp_p
     finally:
         await client.close()
         collect_refused_sockets()
+
+
+async def test_a_failing_after_write_step_does_not_fail_stored_documents(collection):
+    """The step after a batch (the core's merge sweep) fails: the documents are stored, so the
+    callers hear success (an error would make clients send them again); the step sees them."""
+    coll, _ = collection
+    batcher = InsertBatcher(coll, max_size=4, max_delay=0.01)
+    seen = []
+
+    async def after_write(documents):
+        seen.extend(document["n"] for document in documents)
+        raise ServerSelectionTimeoutError("the merge records cannot be read")
+
+    batcher.after_write = after_write
+    await asyncio.gather(*(batcher.insert({"n": n}) for n in range(3)))
+    assert sorted(seen) == [0, 1, 2]
+    assert await coll.count_documents({}) == 3
