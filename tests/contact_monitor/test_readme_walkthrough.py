@@ -1,10 +1,10 @@
-"""The README's "Try it with curl" section, run as a newcomer runs it: `contact-monitor serve`
-with nothing configured and a fresh home directory, then every `sh` block of the section in
-order, verbatim but for the port."""
+"""The README's examples, run as a newcomer runs them: `contact-monitor serve` with nothing
+configured and a fresh home directory, then every `sh` block from "Try it with curl" to the end
+of "Endpoints", in order, in one shell (variables carry over, as in one terminal), verbatim but
+for the port."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -52,26 +52,30 @@ def test_the_curl_walkthrough_works_as_written(tmp_path):
                 pass
             assert time.monotonic() < deadline, "serve did not answer"
             time.sleep(0.2)
-        outputs = []
-        for block in section_blocks("Try it with curl"):
-            script = block.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
-            done = subprocess.run(
-                ["bash", "-euo", "pipefail", "-c", script],
-                env=env,
-                cwd=tmp_path,
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
-            assert done.returncode == 0, f"{block}\n{done.stdout}\n{done.stderr}"
-            outputs.append(done.stdout)
+        blocks = [
+            block
+            for title in ("Try it with curl", "Query contacts (GraphQL)", "Endpoints")
+            for block in section_blocks(title)
+        ]
+        script = "\n".join(blocks).replace("127.0.0.1:8000", f"127.0.0.1:{port}")
+        done = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert done.returncode == 0, f"{script}\n{done.stdout}\n{done.stderr}"
     finally:
         server.send_signal(signal.SIGINT)
         log = server.communicate(timeout=60)[0].decode()
-    pixel, stored, event = outputs
-    assert "image/gif" in pixel and "mtc_id=" in pixel and "mautic_device_id=" in pixel
-    assert "'url': 'https://example.com/pricing?utm_source=news'" in stored and "page_hit" in stored
-    body = json.loads(event)
-    assert body["success"] == 1 and body["id"]
+    out = done.stdout
+    assert "image/gif" in out and "mtc_id=" in out and "mautic_device_id=" in out  # the pixel
+    assert "'url': 'https://example.com/pricing?utm_source=news'" in out and "page_hit" in out
+    assert '"success":1,"id":"' in out  # /mtc/event
+    assert '"totalCount":1' in out and '"email":"ann@example.com"' in out  # the GraphQL query
+    assert '{"data":{"createForm":{"id":1}}}' in out
+    assert '"formName":"newsletter"' in out  # the form post
     data_dir = tmp_path / ".local" / "share" / "contact-monitor"
     assert f"data directory: {data_dir}" in log
