@@ -213,14 +213,6 @@ def _owner(data_dir: Path) -> str:
         return "?"
 
 
-def _recorded_pids(data_dir: Path) -> dict[str, int]:
-    try:
-        state = json.loads((data_dir / STATE_FILE).read_text())
-        return {key: int(entry["pid"]) for key, entry in state.items()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return {}
-
-
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -229,26 +221,43 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def running_servers(data_dir: Path) -> dict[str, EmbeddedServer]:
-    """Servers another `contact-monitor` process started under this data directory and that answer."""
-    path = data_dir / STATE_FILE
+def _recorded(data_dir: Path) -> dict[str, EmbeddedServer]:
+    """The servers `embedded.json` names (started by this or another process), alive or not."""
     try:
-        state = json.loads(path.read_text())
-    except (OSError, ValueError):
+        state = json.loads((data_dir / STATE_FILE).read_text())
+        entries = list(state.items())
+    except (OSError, ValueError, AttributeError):
         return {}
-    found: dict[str, EmbeddedServer] = {}
-    for key, entry in state.items():
+    recorded: dict[str, EmbeddedServer] = {}
+    for key, entry in entries:
         try:
             pid, uri, port = int(entry["pid"]), str(entry["uri"]), int(entry["port"])
         except (KeyError, TypeError, ValueError):
             continue
-        if not _pid_alive(pid):
-            continue
         log = data_dir / f"{key}.log"
-        server = EmbeddedServer(entry.get("name", key), uri, port, None, log, adopted_pid=pid)
-        if (key == "mongodb" and mongodb_ready(uri)) or (key == "redis" and redis_ready(port)):
-            found[key] = server
-    return found
+        recorded[key] = EmbeddedServer(entry.get("name", key), uri, port, None, log, adopted_pid=pid)
+    return recorded
+
+
+def _runs_embedded_server(pid: int | None) -> bool:
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes() if pid else b""
+    except OSError:
+        return False
+    return b"secantus" in command or b"redis-server" in command
+
+
+def _answers(key: str, server: EmbeddedServer) -> bool:
+    return (key == "mongodb" and mongodb_ready(server.uri)) or (key == "redis" and redis_ready(server.port))
+
+
+def running_servers(data_dir: Path) -> dict[str, EmbeddedServer]:
+    """Servers another `contact-monitor` process started under this data directory and that answer."""
+    return {
+        key: server
+        for key, server in _recorded(data_dir).items()
+        if server.adopted_pid is not None and _pid_alive(server.adopted_pid) and _answers(key, server)
+    }
 
 
 @contextlib.contextmanager
@@ -292,9 +301,11 @@ def embedded_services(
     owned: dict[str, EmbeddedServer] = {}
     try:
         running = running_servers(data_dir)
-        for key, pid in _recorded_pids(data_dir).items():
-            if key not in running and _pid_alive(pid):  # left by a dead owner, not answering
-                _stop_pid(pid, 15.0)  # before anything else opens its files
+        for key, server in _recorded(data_dir).items():
+            # Left by a dead owner and not answering: stopped before anything else opens its
+            # files; only if that pid still runs an embedded server (pids are reused).
+            if key not in running and _runs_embedded_server(server.adopted_pid):
+                server.stop()
         for name, orphan in running.items():  # the lock was free: their owner died
             print(
                 f"embedded {name}: adopting the server (pid {orphan.adopted_pid}) a previous "

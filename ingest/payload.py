@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl, unquote
 import orjson
 
 from contact_monitor.core.fields import TRACKING_PARAMETERS
+from contact_monitor.core.identity import IDENTITY_HASH
 from ingest import phpserial
 
 ParamValue = str | list[str]
@@ -257,7 +258,7 @@ def merge_d(builder: ParamsBuilder) -> None:
 
 
 # Read from the request itself only, never stored: CM_IDENTITY_SECRET's proofs (docs/identity.md).
-PROOF_PARAMETERS = frozenset({"identity_hash", "mauticform[identity_hash]"})
+PROOF_PARAMETERS = (IDENTITY_HASH, f"mauticform[{IDENTITY_HASH}]")  # in the order they are read
 
 
 def merge_page_url_query(builder: ParamsBuilder) -> None:

@@ -24,14 +24,14 @@ from contact_monitor.core.fields import (
     submitted_fields,
     timezone_from_offset,
 )
-from contact_monitor.core.identity import IDENTITY_HASH, IdentityResolver, Visitor, verifies
+from contact_monitor.core.identity import IdentityResolver, Visitor, verifies
 from contact_monitor.core.services import Services
 from contact_monitor.core.tags import diff
 from contact_monitor.storage.contacts import unique_key
 from contact_monitor.storage.documents import Document
 from contact_monitor.storage.fields import FieldDefinition
 from ingest.hit import Hit
-from ingest.payload import Params
+from ingest.payload import PROOF_PARAMETERS, Params
 from ingest.spool import HitSpool
 from ingest.useragent import UserAgent, UserAgentParser
 
@@ -148,7 +148,7 @@ class IngestPipeline:
         secret = self.services.settings.identity_secret
         if secret is None:
             return {}
-        raw = params.get(IDENTITY_HASH) or params.get(f"mauticform[{IDENTITY_HASH}]")
+        raw = next((params[name] for name in PROOF_PARAMETERS if params.get(name)), None)
         proof = raw[-1] if isinstance(raw, list) else raw
         return {
             alias: values.pop(alias)
