@@ -34,7 +34,6 @@ import os
 import random
 import shutil
 import struct
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -42,7 +41,7 @@ from typing import Any
 from urllib.parse import quote
 
 from bench.ingest import UA, command_of, cpu_seconds, descendants, run_wrk, write_mix
-from bench.servers import service_env, start_service, wait_for
+from bench.servers import create_key, start_service, wait_for
 from contact_monitor.embedded import free_port
 
 # The README's dashboard subscription (Live feed, "In a browser").
@@ -342,27 +341,7 @@ def main() -> None:
     process = start_service(data_dir, port, "--log-level", "warning", settings=settings)
     try:
         wait_for(f"http://127.0.0.1:{port}/health", process)
-        key = (
-            subprocess.run(
-                [
-                    os.sys.executable,
-                    "-m",
-                    "contact_monitor.cli",
-                    "api-key",
-                    "create",
-                    "--name",
-                    "bench",
-                    "--role",
-                    "read",
-                ],
-                env=service_env(data_dir, **settings),
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            .stdout.strip()
-            .splitlines()[-1]
-        )
+        key = create_key(data_dir, "read", **settings)
         script = data_dir / "mix.lua"
         write_mix(script, f"http://127.0.0.1:{port}", 200)  # the ingest benchmark's mix
         print(json.dumps(asyncio.run(measure(args, process, port, key, script))))

@@ -47,3 +47,22 @@ def wait_for(url: str, process: subprocess.Popen[bytes], timeout: float = 90) ->
             pass
         time.sleep(0.2)
     raise SystemExit(f"{url} did not answer")
+
+
+def create_key(data_dir: Path, role: str, **settings: str) -> str:
+    """An API key through the CLI (`contact-monitor api-key create`), for a served data directory."""
+    command = [
+        sys.executable,
+        "-m",
+        "contact_monitor.cli",
+        "api-key",
+        "create",
+        "--name",
+        "bench",
+        "--role",
+        role,
+    ]
+    result = subprocess.run(
+        command, env=service_env(data_dir, **settings), cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    return result.stdout.strip().splitlines()[-1]

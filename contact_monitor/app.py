@@ -24,7 +24,6 @@ from contact_monitor.core.errors import Unauthenticated, UserError
 from contact_monitor.core.fields import install_core_fields
 from contact_monitor.core.identity import sweep_forever
 from contact_monitor.core.keys import key_of
-from contact_monitor.core.metrics import Metrics
 from contact_monitor.core.services import Services
 from contact_monitor.settings import Settings, SettingsError
 from contact_monitor.storage import Storage
@@ -57,7 +56,7 @@ def error_response(
 
 
 def watch(
-    metrics: Metrics,
+    services: Services,
     storage: Storage,
     hub: StreamHub,
     shared: SharedFeeds | None,
@@ -65,6 +64,7 @@ def watch(
     pipeline: IngestPipeline,
 ) -> None:
     """Connect what the composition root owns to the metrics."""
+    metrics = services.metrics
     for batcher in storage.batchers():
         batcher.on_batch = metrics.observe_batch
 
@@ -109,6 +109,26 @@ def watch(
         "cm_contact_cache_misses", "Tracking hits whose contact was read from MongoDB.", lambda: cache.misses
     )
     metrics.gauge("cm_spool_depth", "Pixel hits spooled, waiting for MongoDB.", pipeline.spool.depth)
+    automation = services.automation
+    metrics.gauge(
+        "cm_automation_lag_seconds",
+        "Age of the newest stream entry the rules/webhooks consumer of this process handled, when it did.",
+        lambda: automation.lag_seconds,
+    )
+    metrics.gauge(
+        "cm_automation_handled", "Stream entries this process's consumer handled.", lambda: automation.handled
+    )
+    metrics.gauge("cm_rule_firings", "Rules this process fired.", lambda: services.rules.fired)
+    metrics.gauge(
+        "cm_webhook_delivered",
+        "Webhook deliveries this process delivered.",
+        lambda: services.webhooks.delivered,
+    )
+    metrics.gauge(
+        "cm_webhook_failed_attempts",
+        "Webhook attempts of this process that failed (retried with backoff).",
+        lambda: services.webhooks.failed_attempts,
+    )
 
 
 async def metrics_endpoint(request: Request) -> Response:
@@ -176,6 +196,22 @@ async def storage_unavailable(request: Request, exc: Exception) -> Response:
     )
 
 
+async def stop_tasks(tasks: list[asyncio.Task[None]], grace: float = 5.0) -> None:
+    """Cancel the app's background tasks and wait for them; one that swallowed its cancellation
+    (a library turning it into a timeout) is cancelled again rather than waited for forever."""
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        for _ in range(3):
+            done, _ = await asyncio.wait({task}, timeout=grace)
+            if done:
+                break
+            log.warning("background task %s did not stop; cancelling it again", task.get_name())
+            task.cancel()
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            log.error("background task %s had failed", task.get_name(), exc_info=task.exception())
+
+
 def create_app(settings: Settings) -> Starlette:
     if not settings.mongodb_uri or not settings.redis_url:
         raise SettingsError(
@@ -216,7 +252,7 @@ def create_app(settings: Settings) -> Starlette:
             )
             republisher = asyncio.create_task(services.publisher.republish(), name="outbox-republisher")
             pipeline = IngestPipeline(services)
-            watch(services.metrics, storage, hub, shared, graphql, pipeline)
+            watch(services, storage, hub, shared, graphql, pipeline)
             for batcher in storage.batchers():  # a request waits no longer for its batch
                 batcher.timeout = settings.track_timeout_seconds
             state: dict[str, object] = {
@@ -230,6 +266,10 @@ def create_app(settings: Settings) -> Starlette:
             )
             follower = asyncio.create_task(services.invalidations.follow(), name="invalidations")
             sweeper = asyncio.create_task(sweep_forever(storage), name="merge-sweeper")
+            tasks = [republisher, replayer, follower, sweeper]
+            if settings.automation:  # rules and webhooks (docs/automation.md)
+                tasks.append(asyncio.create_task(services.automation.run(), name="automation"))
+                tasks.append(asyncio.create_task(services.webhooks.send_forever(), name="webhooks"))
             try:
                 # request.state.services / .pipeline / .hub; GraphQL gets them through its context.
                 try:
@@ -237,10 +277,8 @@ def create_app(settings: Settings) -> Starlette:
                 finally:
                     pipeline.close()
                     await graphql.sockets.stop()
-                    for task in (republisher, replayer, follower, sweeper):
-                        task.cancel()
-                        with contextlib.suppress(asyncio.CancelledError):
-                            await task
+                    await stop_tasks(tasks)
+                    await services.webhooks.close()
                     await services.invalidations.close()
             finally:
                 await hub.stop()

@@ -76,6 +76,16 @@ class Settings:
     ws_stuck_seconds: float = 30.0
     # How long a shared live feed waits for more events to send them in one write per socket.
     live_linger_ms: int = 10
+    # Rules and webhooks (docs/automation.md): the stream consumer runs in every server process
+    # unless turned off; entries a dead process held are taken over after automation_claim_seconds.
+    automation: bool = True
+    automation_claim_seconds: float = 30.0
+    # How long the consumer lets a small batch of stream entries grow before handling it.
+    automation_linger_ms: int = 500
+    webhook_timeout_seconds: float = 5.0
+    webhook_retry_seconds: float = 10.0
+    webhook_max_attempts: int = 10
+    webhook_disable_after: int = 20
     # Parsed form of do_not_track_ips, filled in __post_init__.
     _dnt_networks: tuple[IPNetwork, ...] = field(default=(), repr=False, compare=False)
     _dnt_patterns: tuple[str, ...] = field(default=(), repr=False, compare=False)
@@ -122,6 +132,16 @@ class Settings:
             raise SettingsError(
                 f"CM_CONTACT_CACHE_SIZE must be between 0 and 10000000, not {self.contact_cache_size}"
             )
+        for name, number, low, high in (
+            ("CM_AUTOMATION_CLAIM_SECONDS", self.automation_claim_seconds, 0.1, 86_400),
+            ("CM_AUTOMATION_LINGER_MS", self.automation_linger_ms, 0, 5000),
+            ("CM_WEBHOOK_TIMEOUT_SECONDS", self.webhook_timeout_seconds, 0.1, 60),
+            ("CM_WEBHOOK_RETRY_SECONDS", self.webhook_retry_seconds, 0.01, 3600),
+            ("CM_WEBHOOK_MAX_ATTEMPTS", self.webhook_max_attempts, 1, 100),
+            ("CM_WEBHOOK_DISABLE_AFTER", self.webhook_disable_after, 1, 10_000),
+        ):
+            if not low <= number <= high:
+                raise SettingsError(f"{name} must be between {low:g} and {high:g}, not {number}")
         if self.max_body_bytes < 1024:
             raise SettingsError("CM_MAX_BODY_BYTES must be at least 1024")
         _check_uris(self.mongodb_uri, self.redis_url)
@@ -272,6 +292,13 @@ class Settings:
             shared_feeds=flag("CM_SHARED_FEEDS", True),
             ws_stuck_seconds=number("CM_WS_STUCK_SECONDS", 30.0),
             live_linger_ms=integer("CM_LIVE_LINGER_MS", 10),
+            automation=flag("CM_AUTOMATION", True),
+            automation_claim_seconds=number("CM_AUTOMATION_CLAIM_SECONDS", 30.0),
+            automation_linger_ms=integer("CM_AUTOMATION_LINGER_MS", 500),
+            webhook_timeout_seconds=number("CM_WEBHOOK_TIMEOUT_SECONDS", 5.0),
+            webhook_retry_seconds=number("CM_WEBHOOK_RETRY_SECONDS", 10.0),
+            webhook_max_attempts=integer("CM_WEBHOOK_MAX_ATTEMPTS", 10),
+            webhook_disable_after=integer("CM_WEBHOOK_DISABLE_AFTER", 20),
         )
 
 

@@ -225,6 +225,7 @@ class IngestPipeline:
             contact_id,
             now,
             {"device_id": device["_id"], "hit_id": str(hit_id), "hit": public_hit(hit_doc)},
+            id=str(hit_id),
         )
         return str(hit_id), activity
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
 import re
 
@@ -29,6 +31,7 @@ async def contact_query(
     utm_campaign: str | None = None,
     field_alias: str | None = None,
     field_value: str | None = None,
+    points_at_least: int | None = None,
 ) -> Document:
     """The MongoDB query of a ContactFilter; every condition must hold."""
     clauses: list[Document] = []
@@ -61,24 +64,49 @@ async def contact_query(
         except FieldValueError as exc:
             raise BadUserInput(f"field {field_alias!r}: {exc}") from None
         clauses.append({f"fields.{field_alias}": value})
+    if points_at_least is not None:
+        clauses.append({"points": {"$gte": points_at_least}})
     if not clauses:
         return {}
     return clauses[0] if len(clauses) == 1 else {"$and": clauses}
 
 
 async def contacts_page(
-    storage: Storage, query: Document, *, first: int, after: str | None
+    storage: Storage, query: Document, *, first: int, after: str | None, by_points: bool = False
 ) -> tuple[list[Document], bool, int]:
-    """(contacts, has_next_page, total_count) for one page, most recently active first."""
-    cursor = decode_cursor(after, object_id=False)
-    page_after = (cursor[0], str(cursor[1])) if cursor else None
-    docs = await storage.contacts.search(query, after=page_after, limit=first + 1)
+    """(contacts, has_next_page, total_count) for one page, most recently active first (or most
+    points first)."""
+    page_after: tuple[object, str] | None = None
+    if by_points:
+        page_after = decode_points_cursor(after)
+    elif cursor := decode_cursor(after, object_id=False):
+        page_after = (cursor[0], str(cursor[1]))
+    order = "points" if by_points else "last_active"
+    docs = await storage.contacts.search(query, after=page_after, limit=first + 1, order=order)
     total = await storage.contacts.count(query)
     return docs[:first], len(docs) > first, total
 
 
-def contact_cursor(doc: Document) -> str:
+def contact_cursor(doc: Document, *, by_points: bool = False) -> str:
+    if by_points:
+        raw = f"points|{int(doc.get('points', 0))}|{doc['_id']}"
+        return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
     return encode_cursor(doc["last_active"], doc["_id"])
+
+
+def decode_points_cursor(cursor: str | None) -> tuple[int, str] | None:
+    if cursor is None:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        marker, points, key = raw.split("|", 2)
+        if marker != "points":
+            raise ValueError(marker)
+        return int(points), key
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise BadUserInput(
+            "invalid cursor: pass the endCursor of a previous page ordered the same way"
+        ) from None
 
 
 async def contact_by_device(storage: Storage, tracking_id: str) -> Document | None:

@@ -16,6 +16,7 @@ class EventFilter:
     tag: str | None = None
     utm_source: str | None = None
     utm_campaign: str | None = None
+    trigger: str | None = None
 
     @classmethod
     def of(cls, types: Collection[str] | None = None, **conditions: Any) -> EventFilter:
@@ -23,6 +24,13 @@ class EventFilter:
 
     def matches(self, event: dict[str, Any]) -> bool:
         if self.types is not None and event.get("type") not in self.types:
+            # UTM_RECORDED: a page hit carrying UTM codes (the stream has no event of its own).
+            utm_hit = event.get("type") == "page_hit" and bool((event.get("hit") or {}).get("utm"))
+            if not (utm_hit and "utm_recorded" in self.types):
+                return False
+        if self.trigger is not None and (
+            event.get("type") != "trigger_fired" or event.get("trigger") != self.trigger
+        ):
             return False
         if self.contact_id is not None and event.get("contact_id") != self.contact_id:
             return False

@@ -22,9 +22,11 @@ from api.schema.types import (
     PageHitConnection,
     PageHitEdge,
     PageInfo,
+    PointsChanged,
     TagsChanged,
     TimelineConnection,
     TimelineEdge,
+    TriggerFired,
     UtmRecorded,
 )
 from contact_monitor.core.activity import TIMELINE_TYPES
@@ -43,6 +45,8 @@ NODE_TYPES: dict[str, Any] = {
     "contact_unmerged": ContactUnmerged,
     "form_submitted": FormSubmitted,
     "custom_activity": CustomActivity,
+    "points_changed": PointsChanged,
+    "trigger_fired": TriggerFired,
 }
 # Every timeline kind of the core has its GraphQL type.
 assert set(NODE_TYPES) == set(TIMELINE_TYPES), set(NODE_TYPES) ^ set(TIMELINE_TYPES)
@@ -82,6 +86,10 @@ class Contact:
     @strawberry.field
     def tags(self) -> list[str]:
         return list(self.doc.get("tags", []))
+
+    @strawberry.field(description="Points from rules and recordActivity (docs/automation.md).")
+    def points(self) -> int:
+        return int(self.doc.get("points", 0))
 
     @strawberry.field(description="Unverified identity claims, oldest first (the newest 20).")
     def claims(self) -> list[IdentityClaim]:

@@ -8,6 +8,7 @@ import strawberry
 from strawberry.scalars import JSON
 
 from api.permissions import ADMIN, WRITE
+from api.schema import automation
 from api.schema.contact import Contact
 from api.schema.inputs import ContactRef, FormFieldInput
 from api.schema.query import field_of, form_of
@@ -27,6 +28,31 @@ async def announce(info: Info) -> None:
 
 @strawberry.type
 class Mutation:
+    create_rule: automation.Rule = strawberry.mutation(
+        resolver=automation.create_rule, permission_classes=ADMIN, description="Create a rule (admin)."
+    )
+    update_rule: automation.Rule = strawberry.mutation(
+        resolver=automation.update_rule,
+        permission_classes=ADMIN,
+        description="Replace a rule's definition (admin); what it did stays.",
+    )
+    delete_rule: bool = strawberry.mutation(
+        resolver=automation.delete_rule,
+        permission_classes=ADMIN,
+        description="Delete a rule (admin); the points and entries it gave stay.",
+    )
+    create_webhook: automation.Webhook = strawberry.mutation(
+        resolver=automation.create_webhook, permission_classes=ADMIN, description="Create a webhook (admin)."
+    )
+    set_webhook_enabled: automation.Webhook = strawberry.mutation(
+        resolver=automation.set_webhook_enabled,
+        permission_classes=ADMIN,
+        description="Turn a webhook on or off (admin); on again, its waiting deliveries are sent.",
+    )
+    delete_webhook: bool = strawberry.mutation(
+        resolver=automation.delete_webhook, permission_classes=ADMIN, description="Delete a webhook (admin)."
+    )
+
     @strawberry.mutation(permission_classes=ADMIN, description="Create a contact field (admin).")
     async def create_field(
         self,
@@ -149,7 +175,8 @@ class Mutation:
 
     @strawberry.mutation(
         permission_classes=WRITE,
-        description="Record other online activity (forum post, chat, code submission...) (write).",
+        description="Record other online activity (forum post, chat, code submission...) (write); "
+        "`points` adds to (or takes from) the contact's points.",
     )
     async def record_activity(
         self,
@@ -158,6 +185,7 @@ class Mutation:
         type: str,
         properties: JSON | None = None,
         occurred_at: dt.datetime | None = None,
+        points: int | None = None,
     ) -> CustomActivity:
         contact_id = None if contact.id in (None, strawberry.UNSET) else str(contact.id)
         email = None if contact.email in (None, strawberry.UNSET) else str(contact.email)
@@ -168,5 +196,6 @@ class Mutation:
             activity_type=type,
             properties=properties,
             occurred_at=occurred_at,
+            points=points,
         )
         return CustomActivity(doc=doc)

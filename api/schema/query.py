@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import strawberry
 
-from api.permissions import READ
+from api.permissions import ADMIN, READ
+from api.schema import automation
 from api.schema.contact import Contact, ContactConnection, ContactEdge
-from api.schema.inputs import ContactFilter
+from api.schema.inputs import ContactFilter, ContactOrder
 from api.schema.types import Field, FormFieldType, FormType, Info, Merge, PageInfo, Tag
 from contact_monitor.core import contacts as changes
 from contact_monitor.core.errors import BadUserInput
@@ -45,7 +46,9 @@ class Query:
         return Contact(doc=doc) if doc else None
 
     @strawberry.field(
-        permission_classes=READ, description="Contacts matching the filter, most recently active first."
+        permission_classes=READ,
+        description="Contacts matching the filter, most recently active first (orderBy: POINTS, most "
+        "points first).",
     )
     async def contacts(
         self,
@@ -53,6 +56,7 @@ class Query:
         filter: ContactFilter | None = None,
         first: int | None = None,
         after: str | None = None,
+        order_by: ContactOrder = ContactOrder.LAST_ACTIVE,
     ) -> ContactConnection:
         size = page_size(first)
         storage = info.context.services.storage
@@ -68,9 +72,16 @@ class Query:
             utm_campaign=f.utm_campaign,
             field_alias=f.field.alias if f.field else None,
             field_value=f.field.value if f.field else None,
+            points_at_least=f.points_at_least,
         )
-        docs, more, total = await read.contacts_page(storage, query, first=size, after=after)
-        edges = [ContactEdge(cursor=read.contact_cursor(doc), node=Contact(doc=doc)) for doc in docs]
+        by_points = order_by == ContactOrder.POINTS
+        docs, more, total = await read.contacts_page(
+            storage, query, first=size, after=after, by_points=by_points
+        )
+        edges = [
+            ContactEdge(cursor=read.contact_cursor(doc, by_points=by_points), node=Contact(doc=doc))
+            for doc in docs
+        ]
         return ContactConnection(
             total_count=total,
             edges=edges,
@@ -105,6 +116,18 @@ class Query:
     @strawberry.field(permission_classes=READ, description="The forms /form/submit accepts.")
     async def forms(self, info: Info) -> list[FormType]:
         return [form_of(form) for form in await info.context.services.storage.forms.all()]
+
+    rules: list[automation.Rule] = strawberry.field(
+        resolver=automation.rules, permission_classes=READ, description="The rules, oldest first."
+    )
+    webhooks: list[automation.Webhook] = strawberry.field(
+        resolver=automation.webhooks, permission_classes=ADMIN, description="The webhooks (admin)."
+    )
+    webhook_deliveries: list[automation.WebhookDelivery] = strawberry.field(
+        resolver=automation.webhook_deliveries,
+        permission_classes=ADMIN,
+        description="A webhook's deliveries, newest first, with every attempt (admin).",
+    )
 
     @strawberry.field(permission_classes=READ, description="The contact field registry.")
     async def fields(self, info: Info) -> list[Field]:

@@ -5,28 +5,18 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import strawberry
 
 from api.permissions import READ
+from api.schema.inputs import ActivityType
 from api.schema.types import Info, PageHit
-from contact_monitor.core.activity import ACTIVITY_TYPES
 from contact_monitor.core.errors import BadUserInput
 from subscriptions.feed import FeedItem, activity_feed
 from subscriptions.filters import EventFilter
 from subscriptions.online import MAX_ONLINE_WINDOW, VisitorsOnline
 from subscriptions.shared import current_operation, shared_feed
-
-if TYPE_CHECKING:  # built at run time from the core's list; to mypy it is some Enum
-    ActivityType = Enum
-else:
-    # The activity kinds of the core, plus the two markers of the live feed.
-    ActivityType = strawberry.enum(
-        Enum("ActivityType", {kind.upper(): kind for kind in (*ACTIVITY_TYPES, "gap", "lagged")}),
-        description="Kinds of live activity; GAP and LAGGED are markers every subscription gets.",
-    )
 
 
 @strawberry.input(description="Every given condition must hold (markers always pass).")
@@ -40,6 +30,9 @@ class ActivityFilter:
     tag: str | None = strawberry.field(default=None, description="The contact carries this tag.")
     utm_source: str | None = None
     utm_campaign: str | None = None
+    trigger: str | None = strawberry.field(
+        default=None, description="TRIGGER_FIRED events of this trigger (rules' named triggers)."
+    )
 
 
 @strawberry.type(description="The contact an event is about, as it was then.")
@@ -125,6 +118,7 @@ def _event_filter(filter: ActivityFilter | None, *, page_hits_only: bool = False
         tag=f.tag,
         utm_source=f.utm_source,
         utm_campaign=f.utm_campaign,
+        trigger=f.trigger,
     )
 
 

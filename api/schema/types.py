@@ -367,6 +367,58 @@ class CustomActivity(Entry):
         return JSON(_data(self.doc).get("properties") or {})
 
 
+@strawberry.type(description="The rule behind an entry, as it was named when it fired.")
+class RuleRef:
+    id: strawberry.ID
+    name: str
+
+
+def _rule(doc: Document) -> RuleRef | None:
+    data = _data(doc)
+    if not data.get("rule_id"):
+        return None
+    return RuleRef(id=strawberry.ID(str(data["rule_id"])), name=str(data.get("rule_name", "")))
+
+
+def _cause(doc: Document) -> strawberry.ID | None:
+    cause = _data(doc).get("cause_activity_id")
+    return strawberry.ID(str(cause)) if cause else None
+
+
+@strawberry.type(description="Points given or taken: by a rule, or by recordActivity(points:).")
+class PointsChanged(Entry):
+    @strawberry.field
+    def delta(self) -> int:
+        return int(_data(self.doc).get("delta", 0))
+
+    @strawberry.field(description="The contact's points right after this change.")
+    def total(self) -> int:
+        return int(_data(self.doc).get("total", 0))
+
+    @strawberry.field(description="The rule that gave them; null for recordActivity.")
+    def rule(self) -> RuleRef | None:
+        return _rule(self.doc)
+
+    @strawberry.field(description="The activity that caused it (activity_id on the stream).")
+    def caused_by(self) -> strawberry.ID | None:
+        return _cause(self.doc)
+
+
+@strawberry.type(description="A rule fired its named trigger.")
+class TriggerFired(Entry):
+    @strawberry.field
+    def trigger(self) -> str:
+        return str(_data(self.doc).get("trigger", ""))
+
+    @strawberry.field
+    def rule(self) -> RuleRef | None:
+        return _rule(self.doc)
+
+    @strawberry.field(description="The activity that caused it (activity_id on the stream).")
+    def caused_by(self) -> strawberry.ID | None:
+        return _cause(self.doc)
+
+
 TimelineEntry = Annotated[
     PageHit
     | UtmRecorded
@@ -376,7 +428,9 @@ TimelineEntry = Annotated[
     | ContactMerged
     | ContactUnmerged
     | FormSubmitted
-    | CustomActivity,
+    | CustomActivity
+    | PointsChanged
+    | TriggerFired,
     strawberry.union("TimelineEntry", description="One entry of a contact's timeline."),
 ]
 

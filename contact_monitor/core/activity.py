@@ -44,6 +44,8 @@ ActivityType = Literal[
     "fields_updated",
     "form_submitted",
     "custom_activity",
+    "points_changed",
+    "trigger_fired",
 ]
 ACTIVITY_TYPES: tuple[ActivityType, ...] = get_args(ActivityType)
 # Not kept in `activities`: page hits live in `hits`, and the timeline shows neither a contact's
@@ -60,12 +62,19 @@ log = logging.getLogger(__name__)
 ONLINE_RETENTION_SECONDS = 3600
 
 
+def new_activity_id() -> str:
+    return str(ObjectId())
+
+
 @dataclass(frozen=True, slots=True)
 class Activity:
     type: ActivityType
     contact_id: str
     occurred_at: dt.datetime
     data: Mapping[str, Any] = field(default_factory=dict)
+    # Unique per activity, on the stream as `activity_id`: a page hit's is its hit id, a stored
+    # activity's its timeline document's id. Rules and webhooks deduplicate by it.
+    id: str = field(default_factory=new_activity_id)
 
     def to_json(self, contact: Mapping[str, Any] | None) -> str:
         summary = None
@@ -80,6 +89,7 @@ class Activity:
             "type": self.type,
             "contact_id": self.contact_id,
             "occurred_at": isoformat(self.occurred_at),
+            "activity_id": self.id,
             "contact": summary,
             **self.data,
         }
@@ -340,9 +350,17 @@ class ActivityRecorder:
         self, activities: Sequence[Activity], contact: Mapping[str, Any] | None
     ) -> list[dict[str, Any]]:
         """Store, then publish; returns the stored timeline documents."""
-        documents = [
+        documents = self.documents(activities)
+        await self.storage.activities.insert_many(documents)
+        await self.publish_stored(activities, documents, contact)
+        return documents
+
+    @staticmethod
+    def documents(activities: Sequence[Activity]) -> list[dict[str, Any]]:
+        """The timeline documents of the activities that are kept (`NOT_STORED` are not)."""
+        return [
             {
-                "_id": ObjectId(),
+                "_id": ObjectId(a.id),
                 "contact_id": a.contact_id,
                 "type": a.type,
                 "occurred_at": a.occurred_at,
@@ -351,11 +369,17 @@ class ActivityRecorder:
             for a in activities
             if a.type not in NOT_STORED
         ]
-        await self.storage.activities.insert_many(documents)
+
+    async def publish_stored(
+        self,
+        activities: Sequence[Activity],
+        documents: list[dict[str, Any]],
+        contact: Mapping[str, Any] | None,
+    ) -> None:
+        """After the activities' documents were stored (by `record`, or in a caller's transaction)."""
         if documents and self.after_write is not None:
             try:
                 await self.after_write(documents)
             except Exception:  # stored all the same; the periodic merge sweep finishes the job
                 log.warning("after-write step of timeline entries failed", exc_info=True)
         await self.publisher.publish(activities, contact)
-        return documents

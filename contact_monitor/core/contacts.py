@@ -27,6 +27,7 @@ from contact_monitor.core.fields import (
     validate_value,
 )
 from contact_monitor.core.identity import being_merged, in_transaction, merge
+from contact_monitor.core.rules import MAX_POINTS
 from contact_monitor.core.services import Services
 from contact_monitor.core.tags import TagChanges, diff
 from contact_monitor.storage import Storage
@@ -321,6 +322,7 @@ async def unmerge_contact(services: Services, merge_id: str) -> Document:
             pull_ids=entry.get("adopted_ids", []),
             pull_claims=loser.get("claims", []),
             restore=restore,
+            points=int(loser.get("points", 0)),
             session=session,
         )
         await contacts.restore(loser, session=session)
@@ -373,6 +375,9 @@ async def erase_contact(services: Services, contact_id: str) -> bool:
         hits, utm = hits + owned_hits, utm + owned_utm
         devices += await storage.devices.delete_for_contact(owner)
         activities += await storage.activities.delete_for_contact(owner)
+        # What rules and webhooks kept about it (firings, gates, delivered events).
+        await storage.rules.delete_for_contact(owner)
+        await storage.webhooks.delete_for_contact(owner)
     await storage.contacts.delete_merge_records(key)
     # The merge log holds what merged contacts looked like: erased with them.
     await storage.contacts.delete_merge_entries([key, *merged_ids])
@@ -438,6 +443,7 @@ async def record_activity(
     activity_type: str,
     properties: Any,
     occurred_at: dt.datetime | None,
+    points: int | None = None,
 ) -> Document:
     if not ACTIVITY_TYPE.match(activity_type):
         raise BadUserInput("type must be 1-64 letters, digits or _ . : - and start with a letter")
@@ -447,6 +453,8 @@ async def record_activity(
         raise BadUserInput("properties must be a JSON object")
     if len(json.dumps(properties, default=str)) > MAX_PROPERTIES_BYTES:
         raise BadUserInput(f"properties must be at most {MAX_PROPERTIES_BYTES} bytes of JSON")
+    if points and not -MAX_POINTS <= points <= MAX_POINTS:
+        raise BadUserInput(f"points must be between -{MAX_POINTS} and {MAX_POINTS}")
     contact = await contact_for_ref(services, contact_id, email)
     when = occurred_at or now_ms()
     if when.tzinfo is None:
@@ -455,4 +463,11 @@ async def record_activity(
         "custom_activity", contact["_id"], when, {"activity_type": activity_type, "properties": properties}
     )
     stored = await services.recorder.record([activity], contact)
+    if points:
+        now = now_ms()
+        await services.storage.contacts.apply_rule(contact["_id"], points=points, tags=None, now=now)
+        after = await services.storage.contacts.get(contact["_id"])
+        if after is not None:
+            data = {"delta": points, "total": int(after.get("points", 0)), "cause_activity_id": activity.id}
+            await services.recorder.record([Activity("points_changed", contact["_id"], now, data)], after)
     return stored[0]

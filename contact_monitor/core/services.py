@@ -8,10 +8,13 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from contact_monitor.core.activity import ActivityPublisher, ActivityRecorder
+from contact_monitor.core.automation import Automation
 from contact_monitor.core.fields import FieldRegistry
 from contact_monitor.core.identity import sweep_merged
 from contact_monitor.core.invalidation import Invalidations
 from contact_monitor.core.metrics import Metrics
+from contact_monitor.core.rules import RuleEngine
+from contact_monitor.core.webhooks import DeliveryPolicy, Webhooks
 from contact_monitor.settings import Settings
 from contact_monitor.storage import Storage
 from contact_monitor.storage.documents import Document
@@ -27,6 +30,9 @@ class Services:
     fields: FieldRegistry
     metrics: Metrics
     invalidations: Invalidations
+    rules: RuleEngine
+    webhooks: Webhooks
+    automation: Automation
 
     @classmethod
     def open(cls, settings: Settings, storage: Storage, redis: Redis) -> Services:
@@ -50,6 +56,24 @@ class Services:
         fields = FieldRegistry(storage, settings.field_cache_seconds)
         invalidations = Invalidations(redis, settings.redis_prefix, fields, storage.contacts.cache)
         storage.contacts.announce = invalidations.announce_contacts
+        rules = RuleEngine(storage, recorder)
+        webhooks = Webhooks(
+            storage,
+            DeliveryPolicy(
+                timeout_seconds=settings.webhook_timeout_seconds,
+                retry_seconds=settings.webhook_retry_seconds,
+                max_attempts=settings.webhook_max_attempts,
+                disable_after=settings.webhook_disable_after,
+            ),
+        )
+        automation = Automation(
+            redis,
+            settings.stream_key,
+            rules,
+            webhooks,
+            claim_idle_seconds=settings.automation_claim_seconds,
+            linger=settings.automation_linger_ms / 1000,
+        )
         return cls(
             settings=settings,
             storage=storage,
@@ -59,4 +83,7 @@ class Services:
             fields=fields,
             metrics=Metrics(),
             invalidations=invalidations,
+            rules=rules,
+            webhooks=webhooks,
+            automation=automation,
         )

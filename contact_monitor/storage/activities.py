@@ -34,9 +34,9 @@ class ActivityRepository:
             [("contact_id", ASCENDING), ("occurred_at", DESCENDING), ("_id", DESCENDING)]
         )
 
-    async def insert_many(self, documents: Sequence[Mapping[str, Any]]) -> None:
+    async def insert_many(self, documents: Sequence[Mapping[str, Any]], *, session: Session = None) -> None:
         if documents:
-            await self.activities.insert_many([dict(d) for d in documents])
+            await self.activities.insert_many([dict(d) for d in documents], session=session)
 
     async def pages_for_contacts(
         self, contact_ids: list[str], *, types: Iterable[str], before: Cursor | None, limit: int

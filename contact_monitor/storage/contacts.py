@@ -26,7 +26,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from contact_monitor.storage.batch import InsertBatcher
-from contact_monitor.storage.documents import Cursor, Document, Session, newest_first, older_than
+from contact_monitor.storage.documents import Document, Session, newest_first, older_than
 from contact_monitor.storage.ids import new_contact_id
 
 MAX_MERGE_CHAIN = 16
@@ -133,6 +133,10 @@ class ContactRepository:
         await self.contacts.create_index([("last_active", DESCENDING)])
         await self.contacts.create_index("tags")
         await self.contacts.create_index("last_ip", sparse=True)
+        # `contacts(orderBy: POINTS)` and `pointsAtLeast`; contacts written before points existed
+        # get 0 (once: afterwards nothing matches).
+        await self.contacts.create_index([("points", DESCENDING), ("_id", DESCENDING)])
+        await self.contacts.update_many({"points": {"$exists": False}}, {"$set": {"points": 0}})
         await self.merges.create_index([("winner_id", ASCENDING)])
         await self.merges.create_index([("merged_at", DESCENDING)])
         await self.merge_log.create_index([("winner_id", ASCENDING), ("merged_at", DESCENDING)])
@@ -184,6 +188,7 @@ class ContactRepository:
             "fields": dict(fields or {}),
             "tags": list(tags),
             "last_ip": ip,
+            "points": 0,
         }
         if keys := list(ids):
             contact["ids"] = keys  # absent rather than empty: the unique index is sparse
@@ -253,6 +258,27 @@ class ContactRepository:
             await self.changed(contact_id)  # also after a failure: part of it may be written
         return result.matched_count == 1
 
+    async def apply_rule(
+        self,
+        contact_id: str,
+        *,
+        points: int,
+        tags: list[str] | None,
+        now: dt.datetime,
+        session: Session = None,
+    ) -> None:
+        """Rules' actions on a contact: points added, the tags as they leave them (None: not
+        changed). The caller announces the change after its transaction."""
+        update: Document = {"$set": {"updated_at": now}}
+        if points:
+            update["$inc"] = {"points": points}
+        if tags is not None:
+            update["$set"]["tags"] = tags
+        try:
+            await self.contacts.update_one({"_id": contact_id}, update, session=session)
+        finally:
+            await self.changed(contact_id)
+
     async def add_claims(self, contact_id: str, claims: Mapping[str, object], now: dt.datetime) -> None:
         """Keep unverified identity claims on the contact (`claims`: the newest MAX_CLAIMS)."""
         entries = [{"alias": alias, "value": value, "claimed_at": now} for alias, value in claims.items()]
@@ -305,10 +331,13 @@ class ContactRepository:
         pull_ids: Iterable[str],
         pull_claims: Iterable[Document] = (),
         restore: Mapping[str, object],
+        points: int = 0,
         session: Session = None,
     ) -> None:
         """Take back from a merge survivor what the merge gave it."""
         update: Document = {"$set": {"updated_at": now, **restore}}
+        if points:
+            update["$inc"] = {"points": -points}
         if fields := [f"fields.{alias}" for alias in unset_fields]:
             update["$unset"] = dict.fromkeys(fields, "")
         pull: Document = {}
@@ -403,6 +432,8 @@ class ContactRepository:
         }
         if loser.get("tags"):
             update["$addToSet"] = {"tags": {"$each": loser["tags"]}}
+        if loser.get("points"):  # rules' points add up (docs/automation.md)
+            update["$inc"] = {"points": loser["points"]}
         if loser.get("claims"):  # the newest MAX_CLAIMS of both (contact_monitor/core/identity.py)
             update["$push"] = {
                 "claims": {"$each": loser["claims"], "$sort": {"claimed_at": 1}, "$slice": -20}
@@ -470,16 +501,20 @@ class ContactRepository:
         await self.contacts.update_many({"ids": {"$size": 0}}, {"$unset": {"ids": ""}})
         await self.changed(ANY_CONTACT)
 
-    async def many(self, ids: Iterable[str]) -> dict[str, Document]:
-        return {doc["_id"]: doc async for doc in self.contacts.find({"_id": {"$in": list(ids)}})}
+    async def many(self, ids: Iterable[str], *, session: Session = None) -> dict[str, Document]:
+        query = {"_id": {"$in": list(ids)}}
+        return {doc["_id"]: doc async for doc in self.contacts.find(query, session=session)}
 
-    async def search(self, query: Mapping[str, Any], *, after: Cursor | None, limit: int) -> list[Document]:
-        """Contacts matching `query`, most recently active first, after the cursor (last_active, id)."""
+    async def search(
+        self, query: Mapping[str, Any], *, after: Any, limit: int, order: str = "last_active"
+    ) -> list[Document]:
+        """Contacts matching `query`, highest `order` (last_active or points) first, after the
+        cursor (value, id)."""
         full: Document = dict(query)
         if after is not None:
-            page = older_than("last_active", after)
+            page = older_than(order, after)
             full = {"$and": [full, page]} if full else page
-        cursor = self.contacts.find(full).sort(newest_first("last_active")).limit(limit)
+        cursor = self.contacts.find(full).sort(newest_first(order)).limit(limit)
         return [doc async for doc in cursor]
 
     async def count(self, query: Mapping[str, Any]) -> int:

@@ -20,7 +20,9 @@ from contact_monitor.storage.fields import FieldRepository
 from contact_monitor.storage.forms import FormRepository
 from contact_monitor.storage.hits import HitRepository
 from contact_monitor.storage.outbox import OutboxRepository
+from contact_monitor.storage.rules import RuleRepository
 from contact_monitor.storage.tags import TagRepository
+from contact_monitor.storage.webhooks import WebhookRepository
 
 # Defaults for options the URI does not set itself. Our writes are idempotent per request, and
 # retryable writes collapse SecantusDB's throughput; a request waits at most 10 s for a server.
@@ -52,6 +54,8 @@ class Storage:
     api_keys: ApiKeyRepository
     forms: FormRepository
     outbox: OutboxRepository
+    rules: RuleRepository
+    webhooks: WebhookRepository
 
     @classmethod
     def connect(
@@ -84,6 +88,8 @@ class Storage:
             api_keys=ApiKeyRepository(db),
             forms=FormRepository(db),
             outbox=OutboxRepository(db),
+            rules=RuleRepository(db),
+            webhooks=WebhookRepository(db),
         )
 
     async def create_indexes(self) -> None:
@@ -97,6 +103,8 @@ class Storage:
             self.activities,
             self.api_keys,
             self.forms,
+            self.rules,
+            self.webhooks,
         ):
             await repository.create_indexes()
 

@@ -84,6 +84,15 @@ def test_everything_from_the_environment():
         ({"CM_MONGODB_URI": "mongodb://ann:p@ss:w@db"}, "CM_MONGODB_URI is not a valid MongoDB URI"),
         ({"CM_MONGODB_URI": "mongodb://db/?w=banana&journal=maybe"}, "CM_MONGODB_URI is not a valid"),
         ({"CM_REDIS_URL": "localhost:6379"}, "CM_REDIS_URL must start with redis://"),
+        ({"CM_AUTOMATION": "perhaps"}, "CM_AUTOMATION must be true or false"),
+        ({"CM_AUTOMATION_LINGER_MS": "-1"}, "CM_AUTOMATION_LINGER_MS must be between 0 and 5000"),
+        ({"CM_AUTOMATION_LINGER_MS": "5001"}, "CM_AUTOMATION_LINGER_MS"),
+        ({"CM_AUTOMATION_CLAIM_SECONDS": "0.09"}, "CM_AUTOMATION_CLAIM_SECONDS must be between 0.1"),
+        ({"CM_WEBHOOK_TIMEOUT_SECONDS": "61"}, "CM_WEBHOOK_TIMEOUT_SECONDS must be between 0.1 and 60"),
+        ({"CM_WEBHOOK_RETRY_SECONDS": "3601"}, "CM_WEBHOOK_RETRY_SECONDS must be between 0.01 and 3600"),
+        ({"CM_WEBHOOK_MAX_ATTEMPTS": "0"}, "CM_WEBHOOK_MAX_ATTEMPTS must be between 1 and 100"),
+        ({"CM_WEBHOOK_MAX_ATTEMPTS": "101"}, "CM_WEBHOOK_MAX_ATTEMPTS"),
+        ({"CM_WEBHOOK_DISABLE_AFTER": "0"}, "CM_WEBHOOK_DISABLE_AFTER must be between 1 and 10000"),
     ],
 )
 def test_bad_values_name_the_variable(env, message):
@@ -145,3 +154,19 @@ def test_public_url():
     for bad in ("track.example.com", "ftp://x.test", "https://x.test/sub/path"):
         with pytest.raises(SettingsError, match="CM_PUBLIC_URL"):
             Settings.from_env({"CM_PUBLIC_URL": bad})
+
+
+def test_automation_limits_at_their_bounds():
+    low = Settings.from_env(
+        {
+            "CM_AUTOMATION_LINGER_MS": "0",
+            "CM_WEBHOOK_MAX_ATTEMPTS": "1",
+            "CM_WEBHOOK_DISABLE_AFTER": "1",
+            "CM_WEBHOOK_RETRY_SECONDS": "0.01",
+        }
+    )
+    assert (low.automation_linger_ms, low.webhook_max_attempts, low.webhook_disable_after) == (0, 1, 1)
+    high = Settings.from_env(
+        {"CM_AUTOMATION_LINGER_MS": "5000", "CM_WEBHOOK_MAX_ATTEMPTS": "100", "CM_AUTOMATION": "false"}
+    )
+    assert (high.automation_linger_ms, high.webhook_max_attempts, high.automation) == (5000, 100, False)
