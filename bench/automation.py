@@ -11,7 +11,8 @@ of the hits (`PAGE_HIT` on URLs whose counter ends in 00: +10 points, trigger `c
 `--mix heavy` two more fire for every new visitor (`UTM_RECORDED` with the benchmark's campaign,
 +1 point and a trigger once per contact per hour; `PAGE_HIT` on its shop, a tag once per
 contact); the others look at other pages, forms, custom activity and tags (evaluated on every
-hit, firing never). The webhooks take `TRIGGER_FIRED` and `POINTS_CHANGED` events to a local
+hit, firing never). The webhooks take `TRIGGER_FIRED` and `FORM_SUBMITTED` events (what an
+integration that acts on triggers and forms subscribes to; `--webhook-types` changes it) to a local
 HTTP receiver (an asyncio process answering 204, with keep-alive).
 
 Prints one JSON line: req/s, p50, p99 and CPU microseconds per hit of the server and
@@ -146,6 +147,11 @@ def main() -> None:
     parser.add_argument("--rules", type=int, default=50)
     parser.add_argument("--webhooks", type=int, default=2)
     parser.add_argument(
+        "--webhook-types",
+        default="TRIGGER_FIRED,FORM_SUBMITTED",
+        help="what the webhooks take (comma-separated ActivityType names)",
+    )
+    parser.add_argument(
         "--mix",
         choices=("light", "heavy"),
         default="light",
@@ -165,7 +171,10 @@ def main() -> None:
     receiver_port = free_port()
     receiver = start_receiver(receiver_port, data_dir / "received.log")
     port = free_port()
-    app = start_service(data_dir, port, "--log-level", "warning")
+    # The receiver listens on 127.0.0.1.
+    app = start_service(
+        data_dir, port, "--log-level", "warning", settings={"CM_WEBHOOK_ALLOW_PRIVATE": "true"}
+    )
     script = data_dir / "mix.lua"
     try:
         app_url = f"http://127.0.0.1:{port}"
@@ -194,7 +203,7 @@ def main() -> None:
                     {
                         "input": {
                             "url": f"http://127.0.0.1:{receiver_port}/hook/{n}",
-                            "types": ["TRIGGER_FIRED", "POINTS_CHANGED"],
+                            "types": args.webhook_types.split(","),
                             "secret": "bench-secret-0123456789",
                         }
                     },
@@ -260,6 +269,7 @@ def main() -> None:
                     "connections": args.connections,
                     "rules": args.rules,
                     "webhooks": args.webhooks,
+                    "webhook_types": args.webhook_types,
                     "without": without,
                     "with": with_rules,
                     "ratio": round(sum(r["rps"] for r in with_rules) / sum(r["rps"] for r in without), 3),

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import time
 from collections.abc import AsyncIterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -117,6 +118,17 @@ def watch(
     )
     metrics.gauge(
         "cm_automation_handled", "Stream entries this process's consumer handled.", lambda: automation.handled
+    )
+    metrics.gauge(
+        "cm_automation_idle_seconds",
+        "Seconds since this process's rules/webhooks consumer last handled a batch (grows when it is "
+        "stuck or the stream is quiet).",
+        lambda: time.monotonic() - automation.handled_at,
+    )
+    metrics.gauge(
+        "cm_automation_skipped",
+        "Activities the rules could not evaluate (logged).",
+        lambda: automation.skipped,
     )
     metrics.gauge("cm_rule_firings", "Rules this process fired.", lambda: services.rules.fired)
     metrics.gauge(
@@ -267,9 +279,15 @@ def create_app(settings: Settings) -> Starlette:
             follower = asyncio.create_task(services.invalidations.follow(), name="invalidations")
             sweeper = asyncio.create_task(sweep_forever(storage), name="merge-sweeper")
             tasks = [republisher, replayer, follower, sweeper]
-            if settings.automation:  # rules and webhooks (docs/automation.md)
-                tasks.append(asyncio.create_task(services.automation.run(), name="automation"))
-                tasks.append(asyncio.create_task(services.webhooks.send_forever(), name="webhooks"))
+            workers = []  # rules and webhooks (docs/automation.md): stopped between their work
+            if settings.automation:
+                workers = [
+                    (services.automation, asyncio.create_task(services.automation.run(), name="automation")),
+                    (
+                        services.webhooks,
+                        asyncio.create_task(services.webhooks.send_forever(), name="webhooks"),
+                    ),
+                ]
             try:
                 # request.state.services / .pipeline / .hub; GraphQL gets them through its context.
                 try:
@@ -277,8 +295,12 @@ def create_app(settings: Settings) -> Starlette:
                 finally:
                     pipeline.close()
                     await graphql.sockets.stop()
+                    for worker, task in workers:
+                        await worker.stop(task)
                     await stop_tasks(tasks)
                     await services.webhooks.close()
+                    if settings.automation:
+                        await services.automation.close()
                     await services.invalidations.close()
             finally:
                 await hub.stop()

@@ -86,6 +86,8 @@ class Settings:
     webhook_retry_seconds: float = 10.0
     webhook_max_attempts: int = 10
     webhook_disable_after: int = 20
+    # Webhook receivers on loopback, private or link-local addresses (refused unless set).
+    webhook_allow_private: bool = False
     # Parsed form of do_not_track_ips, filled in __post_init__.
     _dnt_networks: tuple[IPNetwork, ...] = field(default=(), repr=False, compare=False)
     _dnt_patterns: tuple[str, ...] = field(default=(), repr=False, compare=False)
@@ -299,6 +301,7 @@ class Settings:
             webhook_retry_seconds=number("CM_WEBHOOK_RETRY_SECONDS", 10.0),
             webhook_max_attempts=integer("CM_WEBHOOK_MAX_ATTEMPTS", 10),
             webhook_disable_after=integer("CM_WEBHOOK_DISABLE_AFTER", 20),
+            webhook_allow_private=flag("CM_WEBHOOK_ALLOW_PRIVATE", False),
         )
 
 

@@ -169,28 +169,29 @@ class Harness:
 @contextlib.asynccontextmanager
 async def running(settings: Settings, *, ip: str = "203.0.113.10") -> AsyncIterator[Harness]:
     app = create_app(settings)
-    # The first start of a session warms the user-agent parser up (seconds on a busy machine).
-    async with LifespanManager(app, startup_timeout=60, shutdown_timeout=60) as manager:
-        transport = httpx.ASGITransport(app=manager.app, client=(ip, 50000))
-        async with httpx.AsyncClient(
-            transport=transport, base_url=BASE_URL, headers={"User-Agent": CHROME}
-        ) as client:
-            services: Services = manager._state["services"]
-            hub: StreamHub = manager._state["hub"]
-            pipeline: IngestPipeline = manager._state["pipeline"]
-            mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongodb_uri, tz_aware=True)
-            redis = Redis.from_url(settings.redis_url or "")
-            try:
+    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongodb_uri, tz_aware=True)
+    redis = Redis.from_url(settings.redis_url or "")
+    try:
+        # The first start of a session warms the user-agent parser up (seconds on a busy machine).
+        async with LifespanManager(app, startup_timeout=60, shutdown_timeout=60) as manager:
+            transport = httpx.ASGITransport(app=manager.app, client=(ip, 50000))
+            async with httpx.AsyncClient(
+                transport=transport, base_url=BASE_URL, headers={"User-Agent": CHROME}
+            ) as client:
+                services: Services = manager._state["services"]
+                hub: StreamHub = manager._state["hub"]
+                pipeline: IngestPipeline = manager._state["pipeline"]
                 yield Harness(
                     manager.app, client, settings, services, hub, pipeline, mongo[settings.mongodb_db], redis
                 )
-            finally:
-                await mongo.drop_database(settings.mongodb_db)
-                keys = [key async for key in redis.scan_iter(match=settings.redis_prefix + "*")]
-                if keys:
-                    await redis.delete(*keys)
-                await mongo.close()
-                await redis.aclose()
+    finally:
+        # After the app stopped: its background tasks (the stream consumer) write no more.
+        await mongo.drop_database(settings.mongodb_db)
+        keys = [key async for key in redis.scan_iter(match=settings.redis_prefix + "*")]
+        if keys:
+            await redis.delete(*keys)
+        await mongo.close()
+        await redis.aclose()
 
 
 @pytest.fixture

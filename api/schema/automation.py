@@ -285,7 +285,12 @@ async def webhooks(info: Info) -> list[Webhook]:
 
 async def create_webhook(info: Info, input: WebhookInput) -> Webhook:
     services = info.context.services
-    spec = webhook_ops.validate_webhook(input.url, [t.value for t in input.types], input.secret)
+    spec = webhook_ops.validate_webhook(
+        input.url,
+        [t.value for t in input.types],
+        input.secret,
+        allow_private=services.settings.webhook_allow_private,
+    )
     doc = await webhook_ops.create_webhook(services.storage, spec)
     services.webhooks.forget()
     return Webhook(doc=doc)

@@ -28,6 +28,7 @@ from api.schema.types import (
     TimelineEdge,
     TriggerFired,
     UtmRecorded,
+    as_int,
 )
 from contact_monitor.core.activity import TIMELINE_TYPES
 from contact_monitor.storage.documents import Document
@@ -87,9 +88,12 @@ class Contact:
     def tags(self) -> list[str]:
         return list(self.doc.get("tags", []))
 
-    @strawberry.field(description="Points from rules and recordActivity (docs/automation.md).")
+    @strawberry.field(
+        description="Points from rules and recordActivity (docs/automation.md); shown within GraphQL "
+        "Int's range (+-2,147,483,647)."
+    )
     def points(self) -> int:
-        return int(self.doc.get("points", 0))
+        return as_int(self.doc.get("points", 0))
 
     @strawberry.field(description="Unverified identity claims, oldest first (the newest 20).")
     def claims(self) -> list[IdentityClaim]:

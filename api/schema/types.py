@@ -380,6 +380,14 @@ def _rule(doc: Document) -> RuleRef | None:
     return RuleRef(id=strawberry.ID(str(data["rule_id"])), name=str(data.get("rule_name", "")))
 
 
+INT_MAX = 2**31 - 1
+
+
+def as_int(value: Any) -> int:
+    """A stored integer within GraphQL Int's 32 bits (points can add up beyond them)."""
+    return max(-INT_MAX - 1, min(INT_MAX, int(value)))
+
+
 def _cause(doc: Document) -> strawberry.ID | None:
     cause = _data(doc).get("cause_activity_id")
     return strawberry.ID(str(cause)) if cause else None
@@ -393,7 +401,7 @@ class PointsChanged(Entry):
 
     @strawberry.field(description="The contact's points right after this change.")
     def total(self) -> int:
-        return int(_data(self.doc).get("total", 0))
+        return as_int(_data(self.doc).get("total", 0))
 
     @strawberry.field(description="The rule that gave them; null for recordActivity.")
     def rule(self) -> RuleRef | None:

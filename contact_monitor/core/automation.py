@@ -26,6 +26,7 @@ from pymongo.errors import PyMongoError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
+from contact_monitor.core.loops import Worker
 from contact_monitor.core.rules import RuleEngine
 from contact_monitor.core.webhooks import Webhooks, stop_if_cancelled
 
@@ -44,7 +45,7 @@ def consumer_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-class Automation:
+class Automation(Worker):
     def __init__(
         self,
         redis: Redis,
@@ -55,6 +56,7 @@ class Automation:
         claim_idle_seconds: float = CLAIM_IDLE_SECONDS,
         linger: float = LINGER_SECONDS,
     ) -> None:
+        super().__init__()
         self.redis = redis
         self.stream_key = stream_key
         self.rules = rules
@@ -63,6 +65,8 @@ class Automation:
         self.linger = linger
         self.consumer = consumer_name()
         self.handled = 0
+        self.skipped = 0  # events the rules could not evaluate (logged)
+        self.handled_at = time.monotonic()  # when a batch was last handled (idle gauge)
         self.lag_seconds = 0.0  # age of the newest entry handled, when it was handled
         self._claimed_at = 0.0
         self.progress = asyncio.Event()  # set after each handled batch (tests and tools wait on it)
@@ -78,20 +82,26 @@ class Automation:
     async def run(self) -> None:
         """Runs for the life of the app."""
         delay = 0.5
-        while True:
+        while not self.stopping.is_set():
             try:
                 await self.ensure_group()
-                while True:
+                while not self.stopping.is_set():
                     await self.step()
                     delay = 0.5
             except ResponseError as exc:
                 stop_if_cancelled()
-                if "NOGROUP" not in str(exc):  # the stream was deleted: the group is made again
+                # The stream was deleted (while a read waited: UNBLOCKED): the group is made again.
+                if "NOGROUP" not in str(exc) and "UNBLOCKED" not in str(exc):
                     log.warning("automation consumer: %s; retrying in %.1f s", exc, delay)
                     await asyncio.sleep(delay)
             except (RedisError, PyMongoError, OSError) as exc:
                 stop_if_cancelled()
                 log.warning("automation consumer paused (%s); retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+            except Exception:  # a bug: logged, and the consumer goes on (never a silent stop)
+                stop_if_cancelled()
+                log.exception("automation consumer failed; retrying in %.1f s", delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
@@ -102,13 +112,15 @@ class Automation:
         now = time.monotonic()
         if now - self._claimed_at >= self.claim_idle_ms / 2000:
             self._claimed_at = now
-            handled += await self.claim_stale()
+            async with self.busy():
+                handled += await self.claim_stale()
         response: Any = await self.redis.xreadgroup(
             GROUP, self.consumer, {self.stream_key: ">"}, count=READ_COUNT, block=block_ms
         )
         for _, entries in response or []:
             batch: list[Entry] = list(entries)
-            await self.handle(batch)
+            async with self.busy():  # read from the group: handled and acknowledged before a stop
+                await self.handle(batch)
             handled += len(batch)
         if 0 < handled < READ_COUNT and self.linger:
             # A small batch: let the next one grow (fewer round trips and transactions per
@@ -132,6 +144,11 @@ class Automation:
             gone = [entry_id for entry_id, fields in entries if fields is None]
             gone += list(reply[2]) if len(reply) > 2 else []
             if gone:
+                log.warning(
+                    "%d stream entries were trimmed (CM_STREAM_MAXLEN) before rules and webhooks "
+                    "handled them: they are skipped",
+                    len(gone),
+                )
                 await self.redis.xack(self.stream_key, GROUP, *gone)
             if start in (b"0-0", "0-0") or not entries:
                 return handled
@@ -153,7 +170,7 @@ class Automation:
             events.append(event)
             body = raw.decode() if isinstance(raw, bytes) else str(raw)
             deliveries += await self.webhooks.deliveries_for(event, body)
-        await self.rules.evaluate_batch(events, time.monotonic())
+        await self.evaluate(events)
         await self.webhooks.deliver(deliveries)
         if entries:
             await self.redis.xack(self.stream_key, GROUP, *[entry_id for entry_id, _ in entries])
@@ -161,7 +178,38 @@ class Automation:
             newest = entries[-1][0]
             newest = newest.decode() if isinstance(newest, bytes) else str(newest)
             self.lag_seconds = max(time.time() - int(newest.split("-", 1)[0]) / 1000, 0.0)
+            self.handled_at = time.monotonic()
             self.progress.set()
+
+    async def evaluate(self, events: list[dict[str, Any]]) -> None:
+        """The rules on a batch; when it fails for another reason than an outage (which leaves
+        the entries pending, to be handled again), one event at a time, so that one event that
+        cannot be evaluated is logged and skipped instead of stopping every later one."""
+        try:
+            await self.rules.evaluate_batch(events, time.monotonic())
+            return
+        except (RedisError, PyMongoError, OSError):
+            raise
+        except Exception:
+            log.exception("rules failed on a batch of %d events; trying them one by one", len(events))
+        for event in events:
+            try:
+                await self.rules.evaluate_batch([event], time.monotonic())
+            except (RedisError, PyMongoError, OSError):
+                raise
+            except Exception:
+                log.exception("rules skipped activity %s: it cannot be evaluated", event.get("activity_id"))
+                self.skipped += 1
+
+    async def close(self) -> None:
+        """Leave the group's list of consumers when nothing is pending here (each start of a
+        process is a consumer of its own; what a dead one held is claimed by the others)."""
+        with contextlib.suppress(RedisError):
+            for consumer in await self.redis.xinfo_consumers(self.stream_key, GROUP):
+                name = consumer.get("name")
+                name = name.decode() if isinstance(name, bytes) else name
+                if name == self.consumer and not consumer.get("pending"):
+                    await self.redis.xgroup_delconsumer(self.stream_key, GROUP, self.consumer)
 
     async def pending(self) -> int:
         """Entries read by some consumer of the group and not acknowledged yet."""

@@ -37,6 +37,9 @@ from contact_monitor.storage.fields import FieldDefinition
 
 ACTIVITY_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]{0,63}$")
 MAX_PROPERTIES_BYTES = 16 * 1024
+# recordActivity's occurredAt: from 2000 to a day ahead (clocks of integrations drift).
+EARLIEST_ACTIVITY = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+MAX_CLOCK_AHEAD = dt.timedelta(days=1)
 
 
 @dataclass
@@ -455,10 +458,16 @@ async def record_activity(
         raise BadUserInput(f"properties must be at most {MAX_PROPERTIES_BYTES} bytes of JSON")
     if points and not -MAX_POINTS <= points <= MAX_POINTS:
         raise BadUserInput(f"points must be between -{MAX_POINTS} and {MAX_POINTS}")
-    contact = await contact_for_ref(services, contact_id, email)
-    when = occurred_at or now_ms()
+    now = now_ms()
+    when = occurred_at or now
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
+    if not EARLIEST_ACTIVITY <= when <= now + MAX_CLOCK_AHEAD:
+        raise BadUserInput(
+            f"occurredAt must be between {EARLIEST_ACTIVITY:%Y-%m-%d} and one day from now (UTC), "
+            f"not {when.isoformat()}"
+        )
+    contact = await contact_for_ref(services, contact_id, email)
     activity = Activity(
         "custom_activity", contact["_id"], when, {"activity_type": activity_type, "properties": properties}
     )

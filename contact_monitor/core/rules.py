@@ -52,7 +52,7 @@ CONDITIONS: dict[str, frozenset[str]] = {
 }
 MAX_RULES = 500
 MAX_NAME = 100
-MAX_PATTERN = 512
+MAX_PATTERN = 256  # with MAX_WILDCARDS: under a millisecond against a 4,096-character URL
 MAX_WILDCARDS = 8
 MAX_UTM_VALUE = 200
 MAX_TAG_ACTIONS = 20
@@ -61,6 +61,7 @@ MAX_PERIOD_SECONDS = 366 * 24 * 3600
 # Trigger names and custom activity types: 1-64 letters, digits or _ . : - starting with a letter.
 TRIGGER = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]{0,63}$")
 NEVER = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 # Rules read from MongoDB are used this long before they are read again: a rule changed through
 # another process applies within this time (at once in the process that changed it).
 RULES_CACHE_SECONDS = 1.0
@@ -144,7 +145,10 @@ class Rule:
         if self.frequency == "once":
             return NEVER
         if self.frequency == "once_per_period":
-            return at + dt.timedelta(seconds=self.period_seconds or 0)
+            try:
+                return min(at + dt.timedelta(seconds=self.period_seconds or 0), NEVER)
+            except OverflowError:
+                return NEVER
         return None
 
 
@@ -281,7 +285,8 @@ class Candidate:
         the activity, so that a second evaluation of the same activity finds it (idempotence
         without a record of its own), with the activity's time first (ObjectId order)."""
         digest = hashlib.sha256(f"{self.rule.id}:{self.event['activity_id']}:{kind}".encode()).digest()
-        return ObjectId(int(self.occurred.timestamp()).to_bytes(4, "big") + digest[:8])
+        seconds = min(max(int(self.occurred.timestamp()), 0), 2**32 - 1)  # ObjectId's 4 bytes
+        return ObjectId(seconds.to_bytes(4, "big") + digest[:8])
 
 
 @dataclass
@@ -343,7 +348,8 @@ class RuleEngine:
             for rule in await self.rules(clock, kind):
                 if not rule.matches(event, url):
                     continue
-                occurred = _time(event.get("occurred_at")) or now_ms()
+                # The activity's own time (a fixed one without it: the entry ids must not change).
+                occurred = _time(event.get("occurred_at")) or EPOCH
                 candidate = Candidate(rule, event, occurred, rule.reopens(occurred))
                 # Closed as far as this process knows (a gate never opens early): no write.
                 if candidate.reopens is None or occurred >= self._closed.get(candidate.gate, occurred):
@@ -366,11 +372,15 @@ class RuleEngine:
         outcome = await in_transaction(self.storage, lambda session: self._apply(candidates, session))
         for gate, opens in outcome.gates.items():
             self._remember(gate, opens)
-        for contact_id, contact in outcome.contacts.items():
+        for contact_id in outcome.contacts:
             await self.storage.contacts.changed(contact_id)  # again, now that it is committed
-            await self.recorder.publish_stored(
-                outcome.activities[contact_id], outcome.documents[contact_id], contact
-            )
+        documents = [doc for docs in outcome.documents.values() for doc in docs]
+        if documents and self.recorder.after_write is not None:
+            try:  # entries under a contact merged away meanwhile move to its survivor
+                await self.recorder.after_write(documents)
+            except Exception:
+                log.warning("after-write step of rule entries failed", exc_info=True)
+        self.recorder.publisher.waiting.set()  # the republisher appends them to the stream now
         self.fired += outcome.fired
         return outcome.fired
 
@@ -423,6 +433,15 @@ class RuleEngine:
             self._effects(c, current, registry, outcome)
             outcome.fired += 1
 
+        # The entries first: their ids say whether a firing happened before (then nothing of it
+        # is applied, also on a deployment without transactions).
+        documents = [doc for docs in outcome.documents.values() for doc in docs]
+        try:
+            await storage.activities.insert_many(documents, session=session)
+        except BulkWriteError as exc:  # an entry of this firing exists: it fired before
+            if all(e.get("code") == DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
+                raise DuplicateKeyError("a firing of this batch was recorded before") from exc
+            raise
         for key, (first, opens) in passed.items():
             await storage.rules.pass_gate(*key, first, opens, session=session)
         now = now_ms()
@@ -433,13 +452,18 @@ class RuleEngine:
             if points or tags is not None:
                 await storage.contacts.apply_rule(cid, points=points, tags=tags, now=now, session=session)
             outcome.contacts[cid] = after
-        documents = [doc for docs in outcome.documents.values() for doc in docs]
-        try:
-            await storage.activities.insert_many(documents, session=session)
-        except BulkWriteError as exc:  # an entry of this firing exists: it fired before
-            if all(e.get("code") == DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
-                raise DuplicateKeyError("a firing of this batch was recorded before") from exc
-            raise
+        # Their stream entries go through the outbox, in this transaction: a crash right after
+        # the commit cannot lose them (a second evaluation would find the firing done).
+        publisher = self.recorder.publisher
+        await storage.outbox.add(
+            publisher.stream_key,
+            [
+                (activity.to_json(outcome.contacts[cid]), [cid])
+                for cid, activities in outcome.activities.items()
+                for activity in activities
+            ],
+            session=session,
+        )
         return outcome
 
     @staticmethod
@@ -493,6 +517,7 @@ def _time(raw: object) -> dt.datetime | None:
     if not isinstance(raw, str):
         return None
     try:
-        return dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        parsed = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
         return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=dt.UTC)

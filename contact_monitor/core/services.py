@@ -64,6 +64,7 @@ class Services:
                 retry_seconds=settings.webhook_retry_seconds,
                 max_attempts=settings.webhook_max_attempts,
                 disable_after=settings.webhook_disable_after,
+                allow_private=settings.webhook_allow_private,
             ),
         )
         automation = Automation(

@@ -4,8 +4,9 @@
     contacts (the contact ids the entry names: an erasure removes them from here too)
 
 The publisher writes here while Redis is unavailable (and, to keep the order, while anything is
-still waiting here); the republisher appends them to the stream in order once Redis answers and
-deletes them.
+still waiting here), and rules write their entries here in the transaction that applies them (so
+that a crash after it cannot lose them); the republisher appends them to the stream in order
+once Redis answers and deletes them.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 from bson import ObjectId
 from pymongo.asynchronous.database import AsyncDatabase
 
-from contact_monitor.storage.documents import Document
+from contact_monitor.storage.documents import Document, Session
 
 
 class OutboxRepository:
@@ -26,7 +27,9 @@ class OutboxRepository:
     async def create_indexes(self) -> None:
         """`_id` order is the only order read."""
 
-    async def add(self, stream: str, entries: Sequence[tuple[str, list[str]]]) -> None:
+    async def add(
+        self, stream: str, entries: Sequence[tuple[str, list[str]]], *, session: Session = None
+    ) -> None:
         """(event JSON, contact ids it names) in order."""
         if entries:
             await self.outbox.insert_many(
@@ -35,6 +38,7 @@ class OutboxRepository:
                     for event, contacts in entries
                 ],
                 ordered=True,
+                session=session,
             )
 
     async def for_contacts(self, contact_ids: Iterable[str]) -> list[Any]:

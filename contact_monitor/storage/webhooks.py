@@ -73,10 +73,18 @@ class WebhookRepository:
         return result
 
     async def delete(self, webhook_id: str) -> bool:
+        """The webhook and its deliveries (the log goes with it)."""
         oid = object_id(webhook_id)
         if oid is None:
             return False
-        return (await self.webhooks.delete_one({"_id": oid})).deleted_count == 1
+        deleted = (await self.webhooks.delete_one({"_id": oid})).deleted_count == 1
+        await self.deliveries.delete_many({"_id": {"$gt": f"{oid}:", "$lt": f"{oid};"}})
+        return deleted
+
+    async def delete_finished_before(self, moment: dt.datetime) -> int:
+        """Retention: delivered and failed deliveries finished before `moment`."""
+        result = await self.deliveries.delete_many({"finished_at": {"$lt": moment}})
+        return int(result.deleted_count)
 
     async def failed_attempts(
         self, webhook_id: Any, count: int, disable_after: int, now: dt.datetime

@@ -7,7 +7,9 @@ import asyncio
 import dataclasses
 import hashlib
 import hmac
+import ipaddress
 import json
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -68,8 +70,9 @@ async def eventually(
 class Receiver:
     """A real HTTP server on 127.0.0.1: records each request, answers the next status queued."""
 
-    def __init__(self, statuses: list[int] | None = None) -> None:
+    def __init__(self, statuses: list[int] | None = None, delay: float = 0.0) -> None:
         self.statuses = list(statuses or [])
+        self.delay = delay  # before each answer (a slow receiver)
         self.requests: list[tuple[dict[str, str], bytes]] = []
         self.server: asyncio.Server | None = None
         self.arrived = asyncio.Event()
@@ -100,6 +103,8 @@ class Receiver:
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
                 self.requests.append((headers, body))
                 self.arrived.set()
+                if self.delay:
+                    await asyncio.sleep(self.delay)
                 status = self.statuses.pop(0) if self.statuses else 200
                 writer.write(f"HTTP/1.1 {status} X\r\ncontent-length: 0\r\n\r\n".encode())
                 await writer.drain()
@@ -116,6 +121,7 @@ def fast(settings: Settings, **changes: Any) -> Settings:
         "webhook_retry_seconds": 0.05,
         "automation_claim_seconds": 0.2,
         "automation_linger_ms": 0,
+        "webhook_allow_private": True,  # the receiver listens on 127.0.0.1
     }
     return dataclasses.replace(settings, **{**defaults, **changes})
 
@@ -415,6 +421,10 @@ async def test_record_activity_points_order_and_filter_contacts_by_points(harnes
     assert [(c["delta"], c["total"], c["rule"]) for c in changes] == [(10, 15, None), (5, 5, None)]
     error = await api.error(record, {"email": "a@example.com", "points": 10**7}, role="write")
     assert "points must be between" in error["message"]
+    # Totals beyond GraphQL Int's 32 bits (millions of recordActivity calls) are shown clamped.
+    await harness.db.contacts.update_one({"fields.email": "b@example.com"}, {"$set": {"points": 2**40}})
+    top = await api("{ contacts(orderBy: POINTS, first: 1) { edges { node { points } } } }")
+    assert top["contacts"]["edges"][0]["node"]["points"] == 2**31 - 1
 
 
 async def test_rules_and_webhooks_need_the_admin_role_and_hide_the_secret(harness: Harness) -> None:
@@ -484,3 +494,146 @@ async def test_with_automation_off_no_consumer_runs(settings: Settings) -> None:
     async with running(fast(settings)):
         names = {task.get_name() for task in asyncio.all_tasks()}
         assert {"automation", "webhooks"} <= names
+
+
+async def test_webhook_urls_inside_the_network_or_malformed_are_refused(harness: Harness) -> None:
+    """The default: no receivers on loopback, private or link-local addresses (SSRF)."""
+    api = Api(harness)
+    for url, message in (
+        ("http://127.0.0.1:8080/hook", "CM_WEBHOOK_ALLOW_PRIVATE"),
+        ("http://localhost/hook", "CM_WEBHOOK_ALLOW_PRIVATE"),
+        ("http://10.1.2.3/hook", "CM_WEBHOOK_ALLOW_PRIVATE"),
+        ("http://169.254.169.254/latest/meta-data", "CM_WEBHOOK_ALLOW_PRIVATE"),
+        ("http://[::1]/hook", "CM_WEBHOOK_ALLOW_PRIVATE"),
+        ("http://[::1/hook", "http:// or https://"),
+        (f"http://{'a' * 64}.example.com/hook", "http:// or https://"),
+        ("http://example.com:99999/hook", "http:// or https://"),
+    ):
+        error = await api.error(
+            CREATE_WEBHOOK, {"input": {"url": url, "types": ["PAGE_HIT"], "secret": SECRET}}, role="admin"
+        )
+        assert message in error["message"], (url, error)
+    assert await harness.db.webhooks.count_documents({}) == 0
+
+
+async def test_a_host_name_that_resolves_inside_the_network_gets_nothing(settings: Settings) -> None:
+    """A name passes validation; its addresses are checked when connecting (also after a DNS
+    change), so it cannot reach a receiver on loopback."""
+    host = socket.gethostname()
+    address = socket.getaddrinfo(host, 80)[0][4][0]
+    assert ipaddress.ip_address(address).is_loopback or ipaddress.ip_address(address).is_private, address
+    async with running(fast(settings, webhook_allow_private=False)) as harness, Receiver() as receiver:
+        api = Api(harness)
+        port = receiver.url.rsplit(":", 1)[1].split("/")[0]
+        url = f"http://{host}:{port}/hook"
+        await api(
+            CREATE_WEBHOOK,
+            {"input": {"url": url, "types": ["CUSTOM_ACTIVITY"], "secret": SECRET}},
+            role="admin",
+        )
+        await api(
+            'mutation { recordActivity(contact: {email: "x@example.com"}, type: "chat") { id } }',
+            role="write",
+        )
+        delivery = await eventually(
+            lambda: harness.db.webhook_deliveries.find_one({"attempts.0": {"$exists": True}}),
+            "an attempt",
+            harness,
+        )
+        assert "inside the network" in delivery["attempts"][0]["error"]
+        assert receiver.requests == []
+
+
+async def test_activity_times_out_of_range_are_refused_and_odd_events_do_not_stop_the_consumer(
+    quick: Harness,
+) -> None:
+    api = Api(quick)
+    record = """mutation($at: DateTime) { recordActivity(contact: {email: "t@example.com"}, type: "chat",
+        occurredAt: $at) { id } }"""
+    for at in ("1960-01-01T00:00:00Z", "2107-01-01T00:00:00Z"):
+        error = await api.error(record, {"at": at}, role="write")
+        assert "occurredAt must be between 2000-01-01" in error["message"]
+    await api(
+        CREATE_RULE,
+        {
+            "input": {
+                "name": "Chat",
+                "on": "CUSTOM_ACTIVITY",
+                "points": 1,
+                "frequency": "ONCE_PER_PERIOD",
+                "periodSeconds": 31_000_000,
+            }
+        },
+        role="admin",
+    )
+    # Other producers may append to the stream: times far outside ObjectId's and datetime's range.
+    for n, at in enumerate(("0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z", "not a time")):
+        event = {
+            "type": "custom_activity",
+            "contact_id": "nobody",
+            "activity_id": f"{n:024x}",
+            "occurred_at": at,
+            "activity_type": "chat",
+        }
+        await quick.redis.xadd(quick.settings.stream_key, {"event": json.dumps(event)})
+    await api(record, {"at": None}, role="write")
+    contact = await quick.db.contacts.find_one({})
+    assert await eventually(
+        lambda: _equals(points_of(quick, contact["_id"]), 1), "the later activity's point", quick
+    )
+    stream_ids = [entry_id for entry_id, _ in await quick.redis.xrange(quick.settings.stream_key)]
+    await eventually(lambda: _acked(quick, stream_ids[-1]), "every entry handled", quick)
+    assert not quick.services.automation.skipped
+
+
+async def test_a_slow_receiver_does_not_hold_up_the_consumer(quick: Harness) -> None:
+    """A first attempt waits a second at most; the sender then tries with the full timeout."""
+    api = Api(quick)
+    async with Receiver(delay=1.5) as receiver:
+        hook_id = await hook_and_activity(api, receiver, "slow@example.com")
+
+        async def delivered() -> Any:
+            rows = (await api(DELIVERIES, {"id": hook_id}, role="admin"))["webhookDeliveries"]
+            return rows if rows and rows[0]["status"] == "delivered" else None
+
+        rows = await eventually(delivered, "the delivery", quick)
+        assert [a["error"] for a in rows[0]["attempts"]] == [None]  # the cut-short one is no failure
+        assert len(receiver.requests) == 2  # the same delivery twice: X-CM-Delivery deduplicates
+        assert len({headers["x-cm-delivery"] for headers, _ in receiver.requests}) == 1
+        hooks = await api("{ webhooks { consecutiveFailures enabled } }", role="admin")
+        assert hooks["webhooks"] == [{"consecutiveFailures": 0, "enabled": True}]
+
+
+async def test_a_firings_stream_entries_survive_a_stop_right_after_its_commit(settings: Settings) -> None:
+    """The entries of a firing are written to the outbox in its transaction: a process that stops
+    before appending them to the stream leaves them for any other process's republisher."""
+    shared = fast(settings)
+    async with running(shared) as first:
+        api = Api(first)
+        await api(
+            CREATE_RULE,
+            {"input": {"name": "Chat", "on": "CUSTOM_ACTIVITY", "trigger": "chatted"}},
+            role="admin",
+        )
+        republisher = next(t for t in asyncio.all_tasks() if t.get_name() == "outbox-republisher")
+        republisher.cancel()  # this process will never append anything from the outbox again
+        await asyncio.gather(republisher, return_exceptions=True)
+        await api(
+            'mutation { recordActivity(contact: {email: "o@example.com"}, type: "chat") { id } }',
+            role="write",
+        )
+        await eventually(lambda: first.db.outbox.find_one({}), "the firing's outbox entry", first)
+        assert not [e for e in await first.stream() if e["type"] == "trigger_fired"]
+        async with running(shared) as second:
+
+            async def appended() -> list[dict[str, Any]]:
+                return [e for e in await second.stream() if e["type"] == "trigger_fired"]
+
+            events = await eventually(
+                appended,
+                "the entry on the stream",
+                first,
+                second,
+                events=(second.services.publisher.drained,),
+            )
+            assert events[0]["trigger"] == "chatted" and await second.db.outbox.count_documents({}) == 0
