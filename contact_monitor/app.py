@@ -32,7 +32,7 @@ from ingest import form_submit as form_routes
 from ingest import routes as ingest_routes
 from ingest.cors import CORSMiddleware
 from ingest.pipeline import IngestPipeline
-from ingest.routes import replay_hit
+from ingest.routes import PixelFastPath, replay_hit
 from ingest.useragent import warm_up
 from mtc_js import routes as tracker_routes
 from subscriptions.hub import StreamHub
@@ -318,9 +318,10 @@ def create_app(settings: Settings) -> Starlette:
             Route("/metrics", metrics_endpoint),
         ],
         middleware=[
+            Middleware(PixelFastPath),
             Middleware(
                 CORSMiddleware, allowed_origins=settings.cors_origins, api_origins=settings.dashboard_origins
-            )
+            ),
         ],
         lifespan=lifespan,
         exception_handlers={

@@ -21,6 +21,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from contact_monitor.core.activity import now_ms
 from contact_monitor.core.errors import PayloadTooLarge
@@ -316,8 +317,31 @@ async def tracked_contact(request: Request) -> Response:
     return with_cookies(JSONResponse(ids_body(outcome, request), headers=NO_STORE), request, outcome)
 
 
+class PixelFastPath:
+    """The pixel without the layers it does not need: a request for /mtracking.gif without an
+    `Origin` header (what an <img> sends; CORS has nothing to add) goes straight to
+    `tracking_pixel`, past CORS, the exception middleware and the router (the pixel answers its
+    GIF whatever happens, so none of them has anything to do). Everything else passes through."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["path"] == PIXEL_PATH
+            and scope["method"] in ANY_METHOD  # OPTIONS is CORS's, others get the router's 405
+            and not any(name == b"origin" for name, _ in scope["headers"])
+        ):
+            response = await tracking_pixel(Request(scope, receive))
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+PIXEL_PATH = "/mtracking.gif"
 routes = [
-    Route("/mtracking.gif", tracking_pixel, methods=ANY_METHOD),
+    Route(PIXEL_PATH, tracking_pixel, methods=ANY_METHOD),
     Route("/mtc/event", tracking_event, methods=ANY_METHOD),
     Route("/mtc", tracked_contact, methods=ANY_METHOD),
 ]

@@ -21,7 +21,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
@@ -438,10 +438,13 @@ class ContactRepository:
             update["$push"] = {
                 "claims": {"$each": loser["claims"], "$sort": {"claimed_at": 1}, "$slice": -20}
             }
+        # An update and a read, not find_one_and_update: SecantusDB runs findAndModify as a scan of
+        # the whole collection (its write filter is `{_id, $and: [query]}`, which no index covers).
         try:
-            return await self.contacts.find_one_and_update(
-                {"_id": winner_id}, update, return_document=ReturnDocument.AFTER, session=session
-            )
+            result = await self.contacts.update_one({"_id": winner_id}, update, session=session)
+            if not result.matched_count:
+                return None
+            return await self.contacts.find_one({"_id": winner_id}, session=session)
         finally:
             await self.changed(winner_id)
 
