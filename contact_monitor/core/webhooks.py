@@ -54,6 +54,7 @@ WEBHOOKS_CACHE_SECONDS = 1.0
 # A first attempt made by the stream consumer waits this long at most; a receiver slower than that
 # gets its deliveries from the sender (with the full CM_WEBHOOK_TIMEOUT_SECONDS) for SLOW_SECONDS.
 INLINE_SECONDS = 1.0
+INLINE_BATCH_SECONDS = 2.0
 SLOW_SECONDS = 60.0
 SLOW = "slow"
 DELIVERY_RETENTION = dt.timedelta(days=30)
@@ -275,9 +276,18 @@ class Webhooks(Worker):
             async with self.inline_limit:
                 return await self._post(hooks[delivery["webhook_id"]], delivery, within=inline)
 
-        results = await asyncio.gather(*(one(d) for d in now_first))
+        # The whole batch's first attempts end within INLINE_BATCH_SECONDS: those still running
+        # are cut (the sender makes them again); the consumer never waits longer on receivers.
+        tasks = [asyncio.ensure_future(one(d)) for d in now_first]
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=INLINE_BATCH_SECONDS)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
         failed: set[Any] = set()
-        for delivery, (attempt, error) in zip(now_first, results, strict=True):
+        for delivery, task in zip(now_first, tasks, strict=True):
+            # Cut short (cancelled) counts as slow; `_post` itself catches every error.
+            attempt, error = ({}, SLOW) if task.cancelled() or task.exception() else task.result()
             if error == SLOW:  # not a failure: the sender tries again at once, with its full time
                 self._slow_until[delivery["webhook_id"]] = clock + SLOW_SECONDS
                 continue
