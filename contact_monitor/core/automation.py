@@ -210,10 +210,3 @@ class Automation(Worker):
                 name = name.decode() if isinstance(name, bytes) else name
                 if name == self.consumer and not consumer.get("pending"):
                     await self.redis.xgroup_delconsumer(self.stream_key, GROUP, self.consumer)
-
-    async def pending(self) -> int:
-        """Entries read by some consumer of the group and not acknowledged yet."""
-        with contextlib.suppress(RedisError):
-            info = await self.redis.xpending(self.stream_key, GROUP)
-            return int(info.get("pending", 0) if isinstance(info, dict) else 0)
-        return -1

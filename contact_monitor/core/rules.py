@@ -409,10 +409,13 @@ class RuleEngine:
         gates = await storage.rules.gates_of(
             [(c.rule.id, contacts[str(c.event["contact_id"])]["_id"]) for c in gated], session=session
         )
-        removable = {tag_key(n) for c in candidates for n in c.rule.actions.get("remove_tags", [])}
-        registry = await storage.tags.names(removable) if removable else {}
-        added_names = {tag_key(n): n for c in candidates for n in c.rule.actions.get("add_tags", [])}
-        registry.update(await storage.tags.names(added_names) if added_names else {})
+        # The registry's display names of every tag the firings may add or remove (one read).
+        keys = {
+            tag_key(name)
+            for c in candidates
+            for name in (*c.rule.actions.get("add_tags", []), *c.rule.actions.get("remove_tags", []))
+        }
+        registry = await storage.tags.names(keys) if keys else {}
 
         state: dict[str, Document] = {}  # contact _id -> the contact as the firings leave it
         passed: dict[tuple[str, str], tuple[dt.datetime, dt.datetime]] = {}  # gate -> (first at, opens)
@@ -445,8 +448,9 @@ class RuleEngine:
         for key, (first, opens) in passed.items():
             await storage.rules.pass_gate(*key, first, opens, session=session)
         now = now_ms()
+        found = {doc["_id"]: doc for doc in contacts.values()}  # by their own id (survivors too)
         for cid, after in state.items():
-            before = next(doc for doc in contacts.values() if doc["_id"] == cid)
+            before = found[cid]
             points = int(after.get("points", 0)) - int(before.get("points", 0))
             tags = after["tags"] if after["tags"] != before.get("tags", []) else None
             if points or tags is not None:

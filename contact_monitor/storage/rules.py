@@ -50,10 +50,6 @@ class RuleRepository:
     async def count(self) -> int:
         return await self.rules.count_documents({})
 
-    async def get(self, rule_id: str) -> Document | None:
-        oid = object_id(rule_id)
-        return None if oid is None else await self.rules.find_one({"_id": oid})
-
     async def insert(self, rule: Mapping[str, Any]) -> Document:
         doc = {"_id": ObjectId(), **rule}
         await self.rules.insert_one(doc)

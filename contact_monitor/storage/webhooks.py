@@ -162,6 +162,3 @@ class WebhookRepository:
     async def delete_for_contact(self, contact_id: str) -> int:
         """Erasure: the deliveries of the contact's events (their bodies name it)."""
         return (await self.deliveries.delete_many({"contact_id": contact_id})).deleted_count
-
-    async def pending(self) -> int:
-        return await self.deliveries.count_documents({"status": "pending"})

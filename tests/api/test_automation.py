@@ -637,3 +637,62 @@ async def test_a_firings_stream_entries_survive_a_stop_right_after_its_commit(se
                 events=(second.services.publisher.drained,),
             )
             assert events[0]["trigger"] == "chatted" and await second.db.outbox.count_documents({}) == 0
+
+
+async def test_rules_catch_up_once_each_after_a_redis_outage(settings: Settings, tmp_path: Any) -> None:
+    """A Redis of the test's own, really stopped and started again: the activities of the outage
+    wait in the outbox, reach the stream afterwards, and the consumer (paused meanwhile, not
+    stopped) gives each its point once."""
+    from contact_monitor.embedded import start_redis
+
+    server = start_redis(tmp_path / "redis-rules")
+    try:
+        async with running(fast(settings, redis_url=server.uri)) as h:
+            api = Api(h)
+            await api(
+                CREATE_RULE, {"input": {"name": "Chat", "on": "CUSTOM_ACTIVITY", "points": 1}}, role="admin"
+            )
+            record = 'mutation { recordActivity(contact: {email: "r@example.com"}, type: "chat") { id } }'
+            await api(record, role="write")
+            contact = await h.db.contacts.find_one({})
+            assert await eventually(lambda: _equals(points_of(h, contact["_id"]), 1), "the first point", h)
+            server.stop()
+            for _ in range(3):
+                await api(record, role="write")  # recorded; the stream entries wait in the outbox
+            assert await h.services.storage.outbox.depth() >= 3
+            assert await points_of(h, contact["_id"]) == 1
+            server = start_redis(tmp_path / "redis-rules", port=server.port)
+            assert await eventually(
+                lambda: _equals(points_of(h, contact["_id"]), 4), "the points of the outage", h
+            )
+            assert await h.db.activities.count_documents({"type": "points_changed"}) == 4
+    finally:
+        server.stop()
+
+
+async def test_a_rule_on_an_added_tag_removes_another(quick: Harness) -> None:
+    api = Api(quick)
+    rule = {
+        "name": "Upgrade",
+        "on": "TAGS_CHANGED",
+        "tag": "VIP",
+        "removeTags": ["trial"],
+        "addTags": ["paid"],
+    }
+    await api(CREATE_RULE, {"input": rule}, role="admin")
+    created = await api(
+        'mutation { recordActivity(contact: {email: "t@example.com"}, type: "signup") { id } }', role="write"
+    )
+    assert created["recordActivity"]["id"]
+    contact = await quick.db.contacts.find_one({})
+    tag = "mutation($id: ID!, $add: [String!]) { tagContact(id: $id, add: $add) { tags } }"
+    await api(tag, {"id": contact["_id"], "add": ["Trial"]}, role="write")
+    await api(tag, {"id": contact["_id"], "add": ["vip"]}, role="write")  # the rule's tag, another case
+
+    async def tags() -> list[str] | None:
+        doc = await quick.db.contacts.find_one({"_id": contact["_id"]})
+        return doc["tags"] if doc and "paid" in doc["tags"] else None
+
+    assert sorted(await eventually(tags, "the rule's tags", quick)) == ["paid", "vip"]
+    entry = await quick.db.activities.find_one({"type": "tags_changed", "data.rule_id": {"$exists": True}})
+    assert entry["data"]["added"] == ["paid"] and entry["data"]["removed"] == ["Trial"]
