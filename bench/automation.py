@@ -4,10 +4,12 @@
 
 Starts `contact-monitor serve` on the embedded default (as `bench.ingest`), creates the device
 pool and drives the tracked pixel with the `bench.ingest` wrk mix four times in one run: with
-no rule and no webhook, with `--rules` rules and `--webhooks` webhooks, without (deleted) and
-with again (the database grows during the run: each kind of phase gets an early and a late
-turn). One rule fires on ~1%
-of the hits (`PAGE_HIT` on URLs whose counter ends in 00: +10 points, trigger `cart_seen`); with
+no rule and no webhook, twice with `--rules` rules and `--webhooks` webhooks, and without again
+(deleted): the database grows during the run, so each kind of phase gets an early and a late
+turn. The four phases end within a minute of the pool's creation (`--duration` at most 11 s):
+a minute after it, the last_seen of every pooled device is rewritten at once, a burst of
+ingest's own that would fall into one phase. One rule fires on ~1% of the hits (`PAGE_HIT` on
+URLs whose counter ends in 00: +10 points, trigger `cart_seen`); with
 `--mix heavy` two more fire for every new visitor (`UTM_RECORDED` with the benchmark's campaign,
 +1 point and a trigger once per contact per hour; `PAGE_HIT` on its shop, a tag once per
 contact); the others look at other pages, forms, custom activity and tags (evaluated on every
@@ -39,7 +41,10 @@ from pymongo import MongoClient
 from bench.ingest import command_of, cpu_seconds, descendants, run_wrk, start_profiler, write_mix
 from bench.servers import create_key, start_service, wait_for
 from contact_monitor.embedded import free_port
+from contact_monitor.storage.devices import SEEN_RESOLUTION
 
+# Four phases, installing and removing the rules and webhooks, and the waits between them.
+MAX_DURATION = 11
 CREATE_RULE = "mutation($input: RuleInput!) { createRule(input: $input) { id } }"
 CREATE_WEBHOOK = "mutation($input: WebhookInput!) { createWebhook(input: $input) { id } }"
 
@@ -164,9 +169,17 @@ def main() -> None:
         "--profile",
         type=Path,
         metavar="FILE",
-        help="py-spy the server (FILE) and SecantusDB (FILE.secantusdb) during the phase with rules",
+        help="py-spy the server (FILE.without, FILE.with) and SecantusDB (FILE.without.secantusdb, "
+        "FILE.with.secantusdb) during the second phase of each kind",
     )
     args = parser.parse_args()
+    if not 1 <= args.duration <= MAX_DURATION:
+        parser.error(
+            f"--duration must be 1-{MAX_DURATION} s: the four phases must end within a minute of "
+            "the device pool's creation (each device's last_seen is rewritten once a minute, all "
+            "of the pool's at once: a burst of updates that has nothing to do with rules would "
+            "land in one phase)"
+        )
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (apt-get install wrk)")
 
@@ -185,6 +198,7 @@ def main() -> None:
         key = create_key(data_dir, "admin")
         state = json.loads((data_dir / "embedded.json").read_text())
         write_mix(script, app_url, args.devices)
+        pool_made = time.monotonic()
         processes = descendants(app.pid)
         database = [p for p in processes if "secantus" in command_of(p)]
         server = [p for p in processes if p not in database and "redis" not in command_of(p)]
@@ -223,31 +237,43 @@ def main() -> None:
                 call("mutation($id: ID!) { deleteWebhook(id: $id) }", {"id": hook_id})
             time.sleep(1.5)  # every process reads the rules again
 
-        # Without, with, without, with: the database grows during the run, so each kind of phase
-        # gets an early and a late turn; the ratio is over the sums.
+        # Without, with, with, without: the database grows during the run, so each kind of
+        # phase gets an early and a late turn (a linear drift cancels out); the ratio is over
+        # the sums.
         runs: dict[str, list[dict[str, Any]]] = {"without": [], "with": []}
-        queued = delivered = 0
-        for turn in range(2):
-            runs["without"].append(phase(app_url, script, args, server, database))
-            installed = install()
-            profilers = (
-                [
-                    start_profiler(max(server), args.profile, args.duration),
-                    start_profiler(max(database), Path(f"{args.profile}.secantusdb"), args.duration),
-                ]
-                if args.profile and turn == 1
-                else []
-            )
-            runs["with"].append(phase(app_url, script, args, server, database))
+
+        def profiled(kind: str) -> list[subprocess.Popen[bytes]]:
+            if not args.profile:
+                return []
+            return [
+                start_profiler(max(server), Path(f"{args.profile}.{kind}"), args.duration),
+                start_profiler(max(database), Path(f"{args.profile}.{kind}.secantusdb"), args.duration),
+            ]
+
+        def measured(kind: str, profile: bool) -> None:
+            profilers = profiled(kind) if profile else []
+            runs[kind].append(phase(app_url, script, args, server, database))
             for profiler in profilers:
                 profiler.wait(60)
-            time.sleep(3)  # the consumer and the sender catch up
-            with MongoClient(state["mongodb"]["uri"]) as mongo:
-                deliveries = mongo.get_default_database("contact_monitor").webhook_deliveries
-                queued += deliveries.count_documents({})
-                delivered += deliveries.count_documents({"status": "delivered"})
-            if turn == 0:
-                uninstall(*installed)
+
+        measured("without", False)
+        installed = install()
+        measured("with", False)
+        measured("with", True)
+        time.sleep(3)  # the consumer and the sender catch up
+        with MongoClient(state["mongodb"]["uri"]) as mongo:
+            deliveries = mongo.get_default_database("contact_monitor").webhook_deliveries
+            queued = deliveries.count_documents({})
+            delivered = deliveries.count_documents({"status": "delivered"})
+        uninstall(*installed)
+        measured("without", True)
+        elapsed = time.monotonic() - pool_made
+        if elapsed > SEEN_RESOLUTION.total_seconds():
+            print(
+                f"warning: the last phase ended {elapsed:.0f} s after the device pool was made: the "
+                "pool's once-a-minute last_seen rewrites fell into a phase (use a shorter --duration)",
+                file=sys.stderr,
+            )
         api.close()
         without, with_rules = runs["without"], runs["with"]
         with MongoClient(state["mongodb"]["uri"]) as mongo:
@@ -286,6 +312,7 @@ def main() -> None:
                     "deliveries_delivered": delivered,
                     "receiver_requests": receiver_requests,
                     "consumer_lag_seconds": lag,
+                    "seconds_from_pool_to_end": round(elapsed),
                 }
             )
         )

@@ -263,12 +263,20 @@ class ActivityPublisher:
             try:
                 self.waiting.clear()  # set again by any entry deferred while this pass runs
                 while batch := await self.outbox.oldest(OUTBOX_BATCH):
-                    for entry in batch:
-                        marker = f"{self.prefix}outbox:{entry['_id']}"
-                        await append_once(
-                            keys=[entry["stream"], marker], args=[self.maxlen, entry["event"], MARKER_SECONDS]
-                        )
+                    # In order, in one round trip (a pipeline runs its commands in order).
+                    async with self.redis.pipeline(transaction=False) as pipe:
+                        for entry in batch:
+                            marker = f"{self.prefix}outbox:{entry['_id']}"
+                            await append_once(
+                                keys=[entry["stream"], marker],
+                                args=[self.maxlen, entry["event"], MARKER_SECONDS],
+                                client=pipe,
+                            )
+                        await pipe.execute()
                     await self.outbox.remove(entry["_id"] for entry in batch)
+                    if len(batch) < OUTBOX_BATCH:
+                        # All there was when read; what was added since set `waiting` (below).
+                        break
                 if self.waiting.is_set():
                     continue  # an entry arrived during the pass: drain again before going direct
                 self.backlog = False

@@ -33,7 +33,7 @@ from contact_monitor.core.webhooks import Webhooks, stop_if_cancelled
 log = logging.getLogger(__name__)
 
 GROUP = "automation"
-READ_COUNT = 200
+READ_COUNT = 1000
 BLOCK_MS = 1000
 LINGER_SECONDS = 0.5
 CLAIM_IDLE_SECONDS = 30.0
@@ -159,7 +159,7 @@ class Automation(Worker):
         events = []
         deliveries = []
         for entry_id, fields in entries:
-            raw = fields.get(b"event") or fields.get("event")
+            raw: bytes | str = fields.get(b"event") or fields.get("event") or b""
             try:
                 event = orjson.loads(raw) if raw else None
             except orjson.JSONDecodeError:
@@ -168,8 +168,7 @@ class Automation(Worker):
                 log.warning("stream entry %r is not an activity event: skipped", entry_id)
                 continue
             events.append(event)
-            body = raw.decode() if isinstance(raw, bytes) else str(raw)
-            deliveries += await self.webhooks.deliveries_for(event, body)
+            deliveries += await self.webhooks.deliveries_for(event, raw)
         await self.evaluate(events)
         await self.webhooks.deliver(deliveries)
         if entries:

@@ -3,8 +3,10 @@
 Two caches depend on it (docs/caches.md):
 - the field registry (`FieldRegistry`): message `fields`, sent by `createField`/`updateField` and
   by the CLI; its time (CM_FIELD_CACHE_SECONDS) is the fallback when Redis cannot carry it;
-- the contacts of the tracking hot path (`ContactCache`): message `contacts <id> <id> ...` (or
-  `contacts *`), sent after every write through `ContactRepository`. This cache has no time
+- the contacts of the tracking hot path (`ContactCache`): message `contacts @<origin> <id> <id>
+  ...` (or `contacts @<origin> *`), sent after every write through `ContactRepository`; a process
+  ignores its own messages (it dropped or replaced the entries when it wrote; an echo would only
+  throw away what it cached since). This cache has no time
   fallback: it is used only while this process hears the channel. It is emptied and turned off
   when the subscription is lost, or silent for SILENT_SECONDS (a paused Redis answers no PING),
   and turned on again, empty, once the channel answers.
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import uuid
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -65,6 +68,8 @@ class Invalidations:
         self.channel = invalidation_channel(prefix)
         self.registry = registry
         self.contacts = contacts
+        # Names this process in its `contacts` messages (it skips its own).
+        self.origin = uuid.uuid4().hex[:16]
         self._pending: dict[str, None] = {}
         self._sender: asyncio.Task[None] | None = None
         # The device caches of this process (the ingest pipeline registers its own): emptied on
@@ -102,7 +107,7 @@ class Invalidations:
             ids = [ANY_CONTACT] if ANY_CONTACT in self._pending else list(self._pending)
             self._pending = {}
             try:
-                await self.redis.publish(self.channel, " ".join([CONTACTS_CHANGED, *ids]))
+                await self.redis.publish(self.channel, " ".join([CONTACTS_CHANGED, f"@{self.origin}", *ids]))
                 delay = 0.05
             except RedisError as exc:
                 log.warning("could not announce changed contacts (%s); retrying", exc)
@@ -126,7 +131,12 @@ class Invalidations:
             self.registry.invalidate()
             self.contacts.drop([ANY_CONTACT])
         elif kind == CONTACTS_CHANGED:
-            self.contacts.drop(rest.split())
+            ids = rest.split()
+            if ids and ids[0].startswith("@"):  # its sender (ids never start with @)
+                if ids[0] == f"@{self.origin}":
+                    return
+                ids = ids[1:]
+            self.contacts.drop(ids)
         elif kind == DEVICES_CHANGED:
             self._devices_moved()
 

@@ -297,6 +297,7 @@ class Outcome:
     activities: dict[str, list[Activity]] = field(default_factory=dict)
     documents: dict[str, list[Document]] = field(default_factory=dict)
     contacts: dict[str, Document] = field(default_factory=dict)
+    changed: list[Document] = field(default_factory=list)  # the contacts written, as stored
     gates: dict[tuple[str, str], dt.datetime] = field(default_factory=dict)
     fired: int = 0
 
@@ -372,8 +373,7 @@ class RuleEngine:
         outcome = await in_transaction(self.storage, lambda session: self._apply(candidates, session))
         for gate, opens in outcome.gates.items():
             self._remember(gate, opens)
-        for contact_id in outcome.contacts:
-            await self.storage.contacts.changed(contact_id)  # again, now that it is committed
+        await self.storage.contacts.committed(outcome.changed)
         documents = [doc for docs in outcome.documents.values() for doc in docs]
         if documents and self.recorder.after_write is not None:
             try:  # entries under a contact merged away meanwhile move to its survivor
@@ -449,13 +449,17 @@ class RuleEngine:
             await storage.rules.pass_gate(*key, first, opens, session=session)
         now = now_ms()
         found = {doc["_id"]: doc for doc in contacts.values()}  # by their own id (survivors too)
+        changes: list[tuple[str, int, list[str] | None]] = []
         for cid, after in state.items():
             before = found[cid]
             points = int(after.get("points", 0)) - int(before.get("points", 0))
             tags = after["tags"] if after["tags"] != before.get("tags", []) else None
             if points or tags is not None:
-                await storage.contacts.apply_rule(cid, points=points, tags=tags, now=now, session=session)
+                after["updated_at"] = now  # as stored: `after` is the contact once committed
+                changes.append((cid, points, tags))
+                outcome.changed.append(after)
             outcome.contacts[cid] = after
+        await storage.contacts.apply_rules(changes, now=now, session=session)
         # Their stream entries go through the outbox, in this transaction: a crash right after
         # the commit cannot lose them (a second evaluation would find the firing done).
         publisher = self.recorder.publisher

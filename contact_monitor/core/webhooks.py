@@ -222,13 +222,15 @@ class Webhooks(Worker):
             self._read_at = clock
         return self._hooks
 
-    async def deliveries_for(self, event: Mapping[str, Any], body: str) -> list[Document]:
+    async def deliveries_for(self, event: Mapping[str, Any], raw: bytes | str) -> list[Document]:
         """A delivery per webhook of the event's type (disabled ones too: they get their events
-        when enabled again), not yet attempted nor stored."""
+        when enabled again), not yet attempted nor stored; `raw` is the event's JSON, the body."""
         kind = event.get("type")
         activity_id = event.get("activity_id")
-        if not activity_id:
+        hooks = [hook for hook in await self.hooks() if kind in hook.get("types", ())]
+        if not activity_id or not hooks:
             return []
+        body = raw.decode() if isinstance(raw, bytes) else raw
         now = now_ms()
         return [
             {
@@ -243,8 +245,7 @@ class Webhooks(Worker):
                 "next_attempt_at": now,
                 "created_at": now,
             }
-            for hook in await self.hooks()
-            if kind in hook.get("types", ())
+            for hook in hooks
         ]
 
     @property

@@ -258,26 +258,42 @@ class ContactRepository:
             await self.changed(contact_id)  # also after a failure: part of it may be written
         return result.matched_count == 1
 
-    async def apply_rule(
+    async def apply_rules(
         self,
-        contact_id: str,
+        changes: Sequence[tuple[str, int, list[str] | None]],
         *,
-        points: int,
-        tags: list[str] | None,
         now: dt.datetime,
         session: Session = None,
     ) -> None:
-        """Rules' actions on a contact: points added, the tags as they leave them (None: not
-        changed). The caller announces the change after its transaction."""
-        update: Document = {"$set": {"updated_at": now}}
-        if points:
-            update["$inc"] = {"points": points}
-        if tags is not None:
-            update["$set"]["tags"] = tags
-        try:
-            await self.contacts.update_one({"_id": contact_id}, update, session=session)
-        finally:
-            await self.changed(contact_id)
+        """Rules' actions on contacts: (contact id, points added, the tags as the rules leave
+        them or None: not changed). One update per distinct change: a batch's firings mostly add
+        the same points to different contacts. The caller announces the contacts after its
+        transaction (`committed`)."""
+        groups: dict[tuple[int, tuple[str, ...] | None], list[str]] = {}
+        for contact_id, points, tags in changes:
+            if points or tags is not None:
+                key = (points, None if tags is None else tuple(tags))
+                groups.setdefault(key, []).append(contact_id)
+        for (points, held), ids in groups.items():
+            update: Document = {"$set": {"updated_at": now}}
+            if points:
+                update["$inc"] = {"points": points}
+            if held is not None:
+                update["$set"]["tags"] = list(held)
+            await self.contacts.update_many({"_id": {"$in": ids}}, update, session=session)
+
+    async def committed(self, contacts: Sequence[Document]) -> None:
+        """After a transaction wrote these contacts, as given (whole documents as they are now
+        stored): this process keeps those it had cached in their new state (the next hit of
+        their visitors reads nothing), the others forget them."""
+        ids = [contact["_id"] for contact in contacts]
+        cached = [contact for contact in contacts if contact["_id"] in self.cache.entries]
+        self.cache.drop(ids)
+        generation = self.cache.generation  # no await from the drop to the puts
+        for contact in cached:
+            self.cache.put(contact, generation)
+        if self.announce is not None and ids:
+            await self.announce(ids)
 
     async def add_claims(self, contact_id: str, claims: Mapping[str, object], now: dt.datetime) -> None:
         """Keep unverified identity claims on the contact (`claims`: the newest MAX_CLAIMS)."""

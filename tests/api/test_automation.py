@@ -4,6 +4,7 @@ SecantusDB, with a real local HTTP receiver for the webhooks."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import hmac
@@ -696,3 +697,47 @@ async def test_a_rule_on_an_added_tag_removes_another(quick: Harness) -> None:
     assert sorted(await eventually(tags, "the rule's tags", quick)) == ["paid", "vip"]
     entry = await quick.db.activities.find_one({"type": "tags_changed", "data.rule_id": {"$exists": True}})
     assert entry["data"]["added"] == ["paid"] and entry["data"]["removed"] == ["Trial"]
+
+
+async def test_a_batch_of_firings_leaves_each_contact_right_and_cached_as_committed(quick: Harness) -> None:
+    """Three visitors' cart views in one batch: two gain the same points (written together), the
+    third matches a second rule too (points and a tag). Each ends as its rules say, and this
+    process keeps the contacts it had cached in their committed state: their next hit reads
+    nothing from MongoDB."""
+    api = Api(quick)
+    cart = {"name": "Cart", "on": "PAGE_HIT", "urlMatches": "*/cart*", "points": 10}
+    big = {"name": "Big cart", "on": "PAGE_HIT", "urlMatches": "*/cart/big", "points": 5, "addTags": ["vip"]}
+    for rule in (cart, big):
+        await api(CREATE_RULE, {"input": rule}, role="admin")
+    cache = quick.services.storage.contacts.cache
+    await asyncio.wait_for(cache.on.wait(), 10)
+    async with contextlib.AsyncExitStack() as stack:
+        browsers = [
+            await stack.enter_async_context(quick.browser(ip=f"203.0.113.{20 + n}")) for n in range(3)
+        ]
+        ids = [
+            (await quick.event(browser, page_url=f"https://shop.example.com/home/{n}"))["id"]
+            for n, browser in enumerate(browsers)
+        ]
+        events = [
+            {
+                "type": "page_hit",
+                "contact_id": contact_id,
+                "activity_id": f"{n + 1:024x}",
+                "occurred_at": "2026-11-28T12:00:00Z",
+                "hit": {"url": f"https://shop.example.com/cart{'/big' if n == 2 else ''}"},
+            }
+            for n, contact_id in enumerate(ids)
+        ]
+        assert await quick.services.rules.evaluate_batch(events, 0.0) == 4
+        for contact_id, points, tags in zip(ids, (10, 10, 15), ([], [], ["vip"]), strict=True):
+            stored = await quick.db.contacts.find_one({"_id": contact_id})
+            assert (stored["points"], stored["tags"]) == (points, tags)
+            assert cache.get(contact_id) == stored  # the committed document, not a stale copy
+        misses = cache.misses
+        for browser in browsers:
+            await quick.pixel(browser, page_url="https://shop.example.com/after")
+        assert cache.misses == misses
+    # Evaluated again (as after a crash before the acknowledgement): nothing more.
+    assert await quick.services.rules.evaluate_batch(events, 0.0) == 0
+    assert [await points_of(quick, contact_id) for contact_id in ids] == [10, 10, 15]

@@ -100,6 +100,31 @@ async def test_a_change_made_by_another_process_is_not_overwritten_by_a_stale_co
             assert stored["fields"]["firstname"] == "Ann"
 
 
+async def test_a_process_skips_its_own_announcements_and_hears_everyone_elses(make_harness):
+    """a writes a contact: a drops it at once and b when a's message arrives. What a caches
+    again afterwards stays: its own message, heard later, is not a change it missed. A message
+    without a sender (an operator's script) applies to every process."""
+    async with make_harness() as a, make_harness() as b:
+        cache_a, cache_b = a.services.storage.contacts.cache, b.services.storage.contacts.cache
+        await asyncio.wait_for(asyncio.gather(cache_a.on.wait(), cache_b.on.wait()), 10)
+        for cache in (cache_a, cache_b):
+            cache.put(contact("x"), cache.generation)
+        cache_b.dropped.clear()
+        await a.services.storage.contacts.changed("x")
+        assert cache_a.get("x") is None
+        cache_a.put(contact("x"), cache_a.generation)  # read again after the write
+        await asyncio.wait_for(cache_b.dropped.wait(), 10)
+        assert cache_b.get("x") is None
+
+        # Messages of one channel arrive in order: once a has heard this one, it has heard its own.
+        cache_a.put(contact("y"), cache_a.generation)
+        cache_a.dropped.clear()
+        await a.redis.publish(a.services.invalidations.channel, "contacts y")
+        await asyncio.wait_for(cache_a.dropped.wait(), 10)
+        assert cache_a.get("y") is None
+        assert cache_a.get("x") == contact("x")
+
+
 async def test_a_merged_contact_leaves_the_cache_at_once(harness):
     """The loser of a merge is deleted: a hit naming it must find the survivor, not a cached copy."""
     await harness.field("email", unique=True)
