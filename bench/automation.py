@@ -197,8 +197,8 @@ def main() -> None:
         wait_for(app_url + "/health", app)
         key = create_key(data_dir, "admin")
         state = json.loads((data_dir / "embedded.json").read_text())
-        write_mix(script, app_url, args.devices)
         pool_made = time.monotonic()
+        write_mix(script, app_url, args.devices)
         processes = descendants(app.pid)
         database = [p for p in processes if "secantus" in command_of(p)]
         server = [p for p in processes if p not in database and "redis" not in command_of(p)]

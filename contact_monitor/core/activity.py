@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import contextvars
 import datetime as dt
+import itertools
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -124,13 +125,18 @@ def _json_default(value: object) -> object:
     raise TypeError(f"cannot encode {type(value).__name__}")
 
 
-# Appends an outbox entry to the stream once: the marker key says it was appended already (a
-# republisher that crashed between appending and deleting the entry does not append it twice).
+# Appends outbox entries to the stream (KEYS[1]) in order, each once: KEYS[i] (i >= 2) is the
+# marker of the entry ARGV[i + 1], set once it is appended (a republisher that stopped between
+# appending and deleting the entries does not append them twice). An error stops the script at
+# that entry: those after it are not appended before it. ARGV[1]: MAXLEN, ARGV[2]: marker TTL.
 APPEND_ONCE = """
-if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[3]) then
-  return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'event', ARGV[2])
+for i = 2, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 0 then
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'event', ARGV[i + 1])
+    redis.call('SET', KEYS[i], '1', 'EX', ARGV[2])
+  end
 end
-return false
+return #KEYS - 1
 """
 MARKER_SECONDS = 7 * 24 * 3600
 OUTBOX_BATCH = 500
@@ -263,16 +269,12 @@ class ActivityPublisher:
             try:
                 self.waiting.clear()  # set again by any entry deferred while this pass runs
                 while batch := await self.outbox.oldest(OUTBOX_BATCH):
-                    # In order, in one round trip (a pipeline runs its commands in order).
-                    async with self.redis.pipeline(transaction=False) as pipe:
-                        for entry in batch:
-                            marker = f"{self.prefix}outbox:{entry['_id']}"
-                            await append_once(
-                                keys=[entry["stream"], marker],
-                                args=[self.maxlen, entry["event"], MARKER_SECONDS],
-                                client=pipe,
-                            )
-                        await pipe.execute()
+                    for stream, run in itertools.groupby(batch, key=lambda entry: entry["stream"]):
+                        entries = list(run)
+                        await append_once(
+                            keys=[stream, *(f"{self.prefix}outbox:{entry['_id']}" for entry in entries)],
+                            args=[self.maxlen, MARKER_SECONDS, *(entry["event"] for entry in entries)],
+                        )
                     await self.outbox.remove(entry["_id"] for entry in batch)
                     if len(batch) < OUTBOX_BATCH:
                         # All there was when read; what was added since set `waiting` (below).

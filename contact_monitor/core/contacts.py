@@ -474,8 +474,10 @@ async def record_activity(
     stored = await services.recorder.record([activity], contact)
     if points:
         now = now_ms()
-        await services.storage.contacts.apply_rules([(contact["_id"], points, None)], now=now)
-        await services.storage.contacts.changed(contact["_id"])
+        try:
+            await services.storage.contacts.apply_rules([(contact["_id"], points, None)], now=now)
+        finally:
+            await services.storage.contacts.changed(contact["_id"])
         after = await services.storage.contacts.get(contact["_id"])
         if after is not None:
             data = {"delta": points, "total": int(after.get("points", 0)), "cause_activity_id": activity.id}

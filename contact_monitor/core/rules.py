@@ -297,7 +297,8 @@ class Outcome:
     activities: dict[str, list[Activity]] = field(default_factory=dict)
     documents: dict[str, list[Document]] = field(default_factory=dict)
     contacts: dict[str, Document] = field(default_factory=dict)
-    changed: list[Document] = field(default_factory=list)  # the contacts written, as stored
+    # The contacts written: (as the transaction read them, as it wrote them).
+    changed: list[tuple[Document, Document]] = field(default_factory=list)
     gates: dict[tuple[str, str], dt.datetime] = field(default_factory=dict)
     fired: int = 0
 
@@ -370,7 +371,13 @@ class RuleEngine:
 
     async def _fire(self, candidates: list[Candidate]) -> int:
         await self._ensure_tags(candidates)
-        outcome = await in_transaction(self.storage, lambda session: self._apply(candidates, session))
+        try:
+            outcome = await in_transaction(self.storage, lambda session: self._apply(candidates, session))
+        except BaseException:
+            # Without transactions part of it may be written (or a commit's outcome is unknown):
+            # no process keeps these contacts as they were.
+            await self.storage.contacts.changed(*{str(c.event["contact_id"]) for c in candidates})
+            raise
         for gate, opens in outcome.gates.items():
             self._remember(gate, opens)
         await self.storage.contacts.committed(outcome.changed)
@@ -457,7 +464,7 @@ class RuleEngine:
             if points or tags is not None:
                 after["updated_at"] = now  # as stored: `after` is the contact once committed
                 changes.append((cid, points, tags))
-                outcome.changed.append(after)
+                outcome.changed.append((before, after))
             outcome.contacts[cid] = after
         await storage.contacts.apply_rules(changes, now=now, session=session)
         # Their stream entries go through the outbox, in this transaction: a crash right after

@@ -53,7 +53,8 @@ class ContactCache:
     Used only while `enabled`: the app turns it on once it is subscribed to the invalidation
     channel and off (emptied) whenever that subscription is lost or silent, so an entry never
     outlives a change another process announced. Every write through `ContactRepository` drops
-    the entries it touches at once and announces them. A read that was in flight while anything
+    the entries it touches at once (a rule's transaction replaces an entry it read unchanged
+    with what it wrote: `committed`) and announces them. A read that was in flight while anything
     was dropped is not kept (`generation`): it may predate the change. Entries are shared, not
     copied: callers treat contact documents as read-only (the core builds new ones)."""
 
@@ -282,15 +283,16 @@ class ContactRepository:
                 update["$set"]["tags"] = list(held)
             await self.contacts.update_many({"_id": {"$in": ids}}, update, session=session)
 
-    async def committed(self, contacts: Sequence[Document]) -> None:
-        """After a transaction wrote these contacts, as given (whole documents as they are now
-        stored): this process keeps those it had cached in their new state (the next hit of
-        their visitors reads nothing), the others forget them."""
-        ids = [contact["_id"] for contact in contacts]
-        cached = [contact for contact in contacts if contact["_id"] in self.cache.entries]
+    async def committed(self, changes: Sequence[tuple[Document, Document]]) -> None:
+        """After a transaction wrote these contacts: (the contact as the transaction read it, as
+        it wrote it: whole documents). This process keeps those whose cached copy is the one the
+        transaction read in their new state (the next hit of their visitors reads nothing); any
+        other copy may hold a later change and is only dropped. The others forget them."""
+        ids = [after["_id"] for _, after in changes]
+        kept = [after for before, after in changes if self.cache.entries.get(after["_id"]) == before]
         self.cache.drop(ids)
         generation = self.cache.generation  # no await from the drop to the puts
-        for contact in cached:
+        for contact in kept:
             self.cache.put(contact, generation)
         if self.announce is not None and ids:
             await self.announce(ids)
