@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from api import web
 from api.app import GraphQLEndpoint
 from contact_monitor import __version__
 from contact_monitor.core.errors import Unauthenticated, UserError
@@ -278,7 +279,8 @@ def create_app(settings: Settings) -> Starlette:
             )
             follower = asyncio.create_task(services.invalidations.follow(), name="invalidations")
             sweeper = asyncio.create_task(sweep_forever(storage), name="merge-sweeper")
-            tasks = [republisher, replayer, follower, sweeper]
+            counter = asyncio.create_task(services.traffic.flush_forever(), name="traffic-counts")
+            tasks = [republisher, replayer, follower, sweeper, counter]
             workers = []  # rules and webhooks (docs/automation.md): stopped between their work
             if settings.automation:
                 workers = [
@@ -298,6 +300,7 @@ def create_app(settings: Settings) -> Starlette:
                     for worker, task in workers:
                         await worker.stop(task)
                     await stop_tasks(tasks)
+                    await services.traffic.close()
                     await services.webhooks.close()
                     if settings.automation:
                         await services.automation.close()
@@ -314,6 +317,7 @@ def create_app(settings: Settings) -> Starlette:
             *form_routes.routes,
             *tracker_routes.routes,
             *graphql.routes(),
+            *web.routes(settings),
             Route("/health", health),
             Route("/metrics", metrics_endpoint),
         ],

@@ -29,8 +29,10 @@ from contact_monitor.core.fields import FieldValue
 from contact_monitor.core.keys import key_of
 from contact_monitor.core.network import IPAddress, client_ip, stored_ip
 from contact_monitor.core.services import Services
+from contact_monitor.core.traffic import RECORDED, site_of
 from contact_monitor.settings import Settings
 from ingest.cookies import CONTACT_COOKIE, DEVICE_COOKIE, set_tracking_cookies
+from ingest.cors import origin_allowed
 from ingest.hit import build_hit
 from ingest.payload import (
     MAX_KEYS,
@@ -191,6 +193,16 @@ async def visit_from_request(
     )
     if reason is None and await holds_api_key(request, services):
         reason = "the request carries an API key (integrations are not visitors)"
+    headers = request.headers
+    page_url = builder.params.get("page_url")
+    page_url = page_url if isinstance(page_url, str) else None
+    origin = headers.get("origin")
+    services.traffic.note(
+        site_of(origin, page_url, headers.get("referer")),
+        RECORDED if reason is None else reason,
+        page_url,
+        cors_refused=bool(origin) and not origin_allowed(origin or "", settings.cors_origins),
+    )
     if reason is not None:
         return None, [*builder.warnings, f"not recorded: {reason}"]
     visit = build_visit(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import strawberry
 
 from api.permissions import ADMIN, READ
-from api.schema import automation
+from api.schema import automation, traffic
 from api.schema.contact import Contact, ContactConnection, ContactEdge
 from api.schema.inputs import ContactFilter, ContactOrder
 from api.schema.types import Field, FormFieldType, FormType, Info, Merge, PageInfo, Tag
@@ -127,6 +127,22 @@ class Query:
         resolver=automation.webhook_deliveries,
         permission_classes=ADMIN,
         description="A webhook's deliveries, newest first, with every attempt (admin).",
+    )
+
+    viewer: traffic.Viewer = strawberry.field(
+        resolver=traffic.viewer, permission_classes=READ, description="The API key of this request."
+    )
+    sites: list[traffic.Site] = strawberry.field(
+        resolver=traffic.sites,
+        permission_classes=READ,
+        description="The sites the tracking endpoints heard from, most recent first, with what was "
+        "recorded and what was not and why (the dashboard's Check your site).",
+    )
+    hits_per_minute: list[traffic.MinuteCount] = strawberry.field(
+        resolver=traffic.hits_per_minute,
+        permission_classes=READ,
+        description=f"Hits recorded per minute, the last `minutes` (at most {traffic.MAX_MINUTES}), "
+        "oldest first.",
     )
 
     @strawberry.field(permission_classes=READ, description="The contact field registry.")

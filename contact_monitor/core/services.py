@@ -14,6 +14,7 @@ from contact_monitor.core.identity import sweep_merged
 from contact_monitor.core.invalidation import Invalidations
 from contact_monitor.core.metrics import Metrics
 from contact_monitor.core.rules import RuleEngine
+from contact_monitor.core.traffic import TrafficLog
 from contact_monitor.core.webhooks import DeliveryPolicy, Webhooks
 from contact_monitor.settings import Settings
 from contact_monitor.storage import Storage
@@ -33,6 +34,7 @@ class Services:
     rules: RuleEngine
     webhooks: Webhooks
     automation: Automation
+    traffic: TrafficLog
 
     @classmethod
     def open(cls, settings: Settings, storage: Storage, redis: Redis) -> Services:
@@ -87,4 +89,5 @@ class Services:
             rules=rules,
             webhooks=webhooks,
             automation=automation,
+            traffic=TrafficLog(redis, settings.redis_prefix),
         )

@@ -1,6 +1,6 @@
 """The README's examples, run as a newcomer runs them: `contact-monitor serve` with nothing
 configured and a fresh home directory, then every `sh` block from "Try it with curl" to the end
-of "Endpoints", in order, in one shell (variables carry over, as in one terminal), verbatim but
+of "Endpoints", and the field commands of "Contact fields", in order, in one shell (variables carry over, as in one terminal), verbatim but
 for the port."""
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def test_the_curl_walkthrough_works_as_written(tmp_path):
             time.sleep(0.2)
         blocks = [
             block
-            for title in ("Try it with curl", "Query contacts (GraphQL)", "Endpoints")
+            for title in ("Try it with curl", "Query contacts (GraphQL)", "Endpoints", "Contact fields")
             for block in section_blocks(title)
         ]
         script = "\n".join(blocks).replace("127.0.0.1:8000", f"127.0.0.1:{port}")
@@ -77,5 +77,6 @@ def test_the_curl_walkthrough_works_as_written(tmp_path):
     assert '"totalCount":1' in out and '"email":"ann@example.com"' in out  # the GraphQL query
     assert '{"data":{"createForm":{"id":1}}}' in out
     assert '"formName":"newsletter"' in out  # the form post
+    assert re.search(r"member_no\b.*\bunique", out), out[-2000:]  # created, then made unique
     data_dir = tmp_path / ".local" / "share" / "contact-monitor"
     assert f"data directory: {data_dir}" in log
