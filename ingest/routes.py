@@ -197,12 +197,15 @@ async def visit_from_request(
     page_url = builder.params.get("page_url")
     page_url = page_url if isinstance(page_url, str) else None
     origin = headers.get("origin")
-    services.traffic.note(
-        site_of(origin, page_url, headers.get("referer")),
-        RECORDED if reason is None else reason,
-        page_url,
-        cors_refused=bool(origin) and not origin_allowed(origin or "", settings.cors_origins),
-    )
+    try:  # counts for the dashboard: never a reason to fail a hit
+        services.traffic.note(
+            site_of(origin, page_url, headers.get("referer")),
+            RECORDED if reason is None else reason,
+            page_url,
+            cors_refused=bool(origin) and not origin_allowed(origin or "", settings.cors_origins),
+        )
+    except Exception:
+        log.exception("the traffic counts skipped a request")
     if reason is not None:
         return None, [*builder.warnings, f"not recorded: {reason}"]
     visit = build_visit(

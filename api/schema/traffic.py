@@ -60,7 +60,7 @@ async def sites(info: Info, first: int = 20) -> list[Site]:
     if not 1 <= first <= MAX_SITES:
         raise BadUserInput(f"first must be between 1 and {MAX_SITES}, not {first}")
     found = []
-    for origin, fields in await info.context.services.traffic.sites(first):
+    for origin, heard, fields in await info.context.services.traffic.sites(first):
         outcomes = [
             SiteOutcome(
                 outcome=name,
@@ -72,11 +72,10 @@ async def sites(info: Info, first: int = 20) -> list[Site]:
             if ":" not in name and value.lstrip("-").isdigit()
         ]
         outcomes.sort(key=lambda o: -o.count)
-        times = [o.last_at for o in outcomes if o.last_at is not None]
         found.append(
             Site(
                 origin=origin,
-                last_heard_at=max(times) if times else dt.datetime.now(dt.UTC),
+                last_heard_at=dt.datetime.fromtimestamp(heard / 1000, dt.UTC),
                 recorded=next((o.count for o in outcomes if o.outcome == RECORDED), 0),
                 outcomes=outcomes,
             )

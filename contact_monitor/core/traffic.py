@@ -4,7 +4,8 @@ site" and its hits-per-minute chart (docs/dashboard.md).
 Each process counts in memory (a dict update per request) and adds its counts to Redis once a
 second, in one pipeline:
 
-    <prefix>sites                   sorted set: site origin -> when it was last heard from (ms)
+    <prefix>sites                   sorted set: site origin -> when it was last heard from (ms);
+                                    the newest MAX_SITES heard from within a week, no others
     <prefix>site:<origin>           hash: <outcome> -> count; last:<outcome> -> ms;
                                     url:<outcome> -> the last page URL with that outcome
     <prefix>hits:<hour>             hash: minute (epoch seconds) -> hits recorded that minute
@@ -51,10 +52,10 @@ def site_of(origin: str | None, page_url: str | None, referer: str | None) -> st
             continue
         try:
             parts = urlsplit(candidate.strip())
+            port = f":{parts.port}" if parts.port else ""  # ValueError: not a port
         except ValueError:
             continue
         if parts.scheme in ("http", "https") and parts.hostname:
-            port = f":{parts.port}" if parts.port else ""
             return f"{parts.scheme}://{parts.hostname}{port}"[:MAX_ORIGIN]
     return UNKNOWN
 
@@ -105,13 +106,28 @@ class TrafficLog:
                 pipe.expire(key, SITE_TTL_SECONDS)
                 pipe.zadd(index, {site: newest})
             if sites:
-                pipe.zremrangebyrank(index, 0, -MAX_SITES - 1)
                 pipe.expire(index, SITE_TTL_SECONDS)
             for minute, count in minutes.items():
                 key = f"{self.prefix}hits:{minute // 3600}"
                 pipe.hincrby(key, str(minute), count)
                 pipe.expire(key, HOUR_TTL_SECONDS)
             await pipe.execute()
+        if sites:
+            await self._forget_old_sites(index)
+
+    async def _forget_old_sites(self, index: str) -> None:
+        """Past MAX_SITES, or not heard from for SITE_TTL_SECONDS: a site leaves the index and
+        its hash goes with it (any number of origins a client makes up costs at most MAX_SITES
+        hashes)."""
+        oldest = int((time.time() - SITE_TTL_SECONDS) * 1000)
+        found: Any = await self.redis.zrange(index, 0, -MAX_SITES - 1)
+        found += await self.redis.zrangebyscore(index, "-inf", oldest)
+        doomed = sorted({_text(origin) for origin in found})
+        if doomed:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.delete(*(f"{self.prefix}site:{origin}" for origin in doomed))
+                pipe.zrem(index, *doomed)
+                await pipe.execute()
 
     async def flush_forever(self) -> None:
         """Runs for the life of the app."""
@@ -127,17 +143,19 @@ class TrafficLog:
         with contextlib.suppress(RedisError):
             await self.flush()
 
-    async def sites(self, limit: int) -> list[tuple[str, dict[str, str]]]:
-        """The most recently heard-from sites, newest first: (origin, its hash)."""
-        found: Any = await self.redis.zrevrange(f"{self.prefix}sites", 0, limit - 1)
-        origins = [_text(origin) for origin in found]
+    async def sites(self, limit: int) -> list[tuple[str, int, dict[str, str]]]:
+        """The most recently heard-from sites, newest first: (origin, when it was last heard
+        from in ms, its hash)."""
+        found: Any = await self.redis.zrevrange(f"{self.prefix}sites", 0, limit - 1, withscores=True)
+        origins = [(_text(origin), int(score)) for origin, score in found]
         async with self.redis.pipeline(transaction=False) as pipe:
-            for origin in origins:
+            for origin, _ in origins:
                 pipe.hgetall(f"{self.prefix}site:{origin}")
             hashes = await pipe.execute()
         return [
-            (origin, {_text(k): _text(v) for k, v in raw.items()})
-            for origin, raw in zip(origins, hashes, strict=True)
+            (origin, heard, {_text(k): _text(v) for k, v in raw.items()})
+            for (origin, heard), raw in zip(origins, hashes, strict=True)
+            if raw
         ]
 
     async def hits_per_minute(self, minutes: int) -> list[tuple[int, int]]:

@@ -35,8 +35,14 @@ async def test_the_dashboard_is_served_at_the_root_from_the_package_alone(harnes
     # Nothing is fetched from elsewhere (the SVG namespace is a name, not a download).
     for name in ("app.js", "style.css"):
         text = (STATIC / "dashboard" / name).read_text()
+        assert (await harness.client.get(f"/dashboard/{name}")).headers["x-content-type-options"] == "nosniff"
         assert not re.findall(r"https?://(?!www\.w3\.org/2000/svg)|url\(|@import", text), name
     assert (await harness.client.get("/dashboard/../web.py")).status_code == 404
+    # The page exists only at / (with its policy), not as a file among its assets.
+    assert (await harness.client.get("/dashboard/index.html")).status_code == 404
+    assert (await harness.client.get("/dashboard/")).status_code == 404
+    # Without its script, the sign-in form cannot put the key in a URL.
+    assert 'method="post"' in page.text and 'name="api-key"' not in page.text
 
 
 async def test_graphiql_is_off_by_default_and_its_files_are_not_served(harness: Harness) -> None:
@@ -57,6 +63,9 @@ async def test_graphiql_is_served_from_vendored_files_matching_their_published_h
         for asset in assets:
             assert asset.startswith("/graphiql-assets/") or asset.startswith("/dashboard/"), asset
             assert (await harness.client.get(asset)).status_code == 200, asset
+        assert (await harness.client.get("/graphiql-assets/index.html")).status_code == 404
+        assert "script-src" not in page.headers["content-security-policy"]  # default-src 'self'
+        assert page.headers["content-security-policy"].startswith("default-src 'self'")
     readme = (STATIC / "graphiql" / "README.md").read_text()
     table = dict(re.findall(r"^\| ([\w.-]+\.(?:js|css)) \| [^|]+ \| ([A-Za-z0-9+/=]+) \|$", readme, re.M))
     assert len(table) == 4
@@ -130,13 +139,39 @@ async def test_traffic_counts_are_bounded_per_flush_and_in_redis(harness: Harnes
     for n in range(MAX_SITES + 5):
         traffic.note(f"https://site{n}.example.com", "recorded", "https://x/" + "y" * 2000)
     await traffic.flush()
-    found = dict(await traffic.sites(MAX_SITES))
+    found = {origin: fields for origin, _, fields in await traffic.sites(MAX_SITES)}
     assert len(found) == MAX_SITES and found[OTHER]["recorded"] == "6"
     assert all(len(fields["url:recorded"]) == 500 for fields in found.values())
-    traffic.note("https://newest.example.com", "recorded", None)
+    for n in range(3):  # more sites: the oldest leave the index, and their counts with them
+        traffic.note(f"https://newer{n}.example.com", "recorded", None)
+        await traffic.flush()
+    prefix = harness.settings.redis_prefix
+    assert await harness.redis.zcard(f"{prefix}sites") == MAX_SITES
+    assert len([key async for key in harness.redis.scan_iter(f"{prefix}site:*")]) == MAX_SITES
+    assert (await traffic.sites(1))[0][0] == "https://newer2.example.com"
+    # A site not heard from for a week is forgotten at the next flush.
+    await harness.redis.zadd(f"{prefix}sites", {"https://newer0.example.com": 1})
+    await harness.redis.zadd(f"{prefix}sites", {"https://newer1.example.com": 1})
+    traffic.note("https://newer1.example.com", "recorded", None)  # heard again: stays
     await traffic.flush()
-    assert await harness.redis.zcard(f"{harness.settings.redis_prefix}sites") == MAX_SITES
-    assert (await traffic.sites(1))[0][0] == "https://newest.example.com"
+    assert await harness.redis.hgetall(f"{prefix}site:https://newer0.example.com") == {}
+    assert "https://newer1.example.com" in {o for o, _, _ in await traffic.sites(MAX_SITES)}
+
+
+async def test_a_made_up_port_or_origin_costs_the_visitor_nothing(harness: Harness) -> None:
+    """Ports that are not ports, in any of the places a site is read from: the hit is recorded
+    and counted under the site that can be read (or none)."""
+    event = await harness.client.post(
+        "/mtc/event",
+        data={"page_url": "http://a:abc/x"},
+        headers={"Origin": "http://b:99999", "Referer": "http://c:-1/"},
+    )
+    assert event.status_code == 200 and event.json()["id"]
+    await harness.pixel(page_url="https://shop.example.com:0x50/y")
+    assert await harness.db.hits.count_documents({}) == 2
+    await harness.services.traffic.flush()
+    sites = {site["origin"]: site["recorded"] for site in (await Api(harness)(SITES))["sites"]}
+    assert sites == {UNKNOWN: 2}
 
 
 def test_the_site_of_a_request() -> None:
@@ -144,6 +179,7 @@ def test_the_site_of_a_request() -> None:
     assert site_of(None, "https://www.example.com:8443/p?q=1", None) == "https://www.example.com:8443"
     assert site_of(None, "cart_screen", "https://app.example/") == "https://app.example"
     assert site_of("null", "javascript:alert(1)", "not a url") == UNKNOWN
+    assert site_of("http://a:abc", "https://b:99999/", "http://ok.example:8080/") == "http://ok.example:8080"
     assert len(site_of("https://" + "a" * 300 + ".example", None, None)) == 200
 
 

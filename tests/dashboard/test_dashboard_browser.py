@@ -180,6 +180,19 @@ def test_a_wrong_key_is_refused_and_a_narrow_window_needs_no_sideways_scrolling(
         page.get_by_role("button", name="Sign out").click()
         page.get_by_label("API key").wait_for(timeout=TIMEOUT_MS)
         assert page.evaluate("sessionStorage.length") == 0
+
+        # Signed in again (another key): one live feed, nothing left of the first session's.
+        sign_in(page, dashboard, dashboard.write_key)
+        assert page.locator("#visits tr").count() == 0
+        for title in ("First", "Second"):
+            httpx.get(
+                dashboard.url + "/mtracking.gif",
+                params={"page_url": "https://again.example.com/", "page_title": title},
+                headers={"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/120.0 Safari/537.36"},
+            )
+        page.locator("#visits tr.visit", has_text="Second").wait_for(timeout=TIMEOUT_MS)
+        assert page.locator("#visits tr.visit", has_text="First").count() == 1
+        assert page.locator("#visits tr.visit").count() == 2
         assert problems == []
     finally:
         context.close()

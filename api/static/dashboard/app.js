@@ -86,6 +86,7 @@ class Live {
     this.delay = 1000;
     this.onState = () => {};
     this.closed = false;
+    this.retry = null; // the reconnection timer
   }
 
   subscribe(query, variables, onNext) {
@@ -102,7 +103,8 @@ class Live {
   }
 
   connect() {
-    this.closed = false;
+    this.retry = null;
+    if (this.closed) return;
     this.ready = false;
     const url = location.origin.replace(/^http/, "ws") + "/graphql";
     const socket = new WebSocket(url, "graphql-transport-ws");
@@ -137,13 +139,14 @@ class Live {
         return;
       }
       this.onState("connection lost; reconnecting...");
-      setTimeout(() => this.connect(), this.delay);
+      this.retry = setTimeout(() => this.connect(), this.delay);
       this.delay = Math.min(this.delay * 2, 30000);
     };
   }
 
   close() {
     this.closed = true;
+    clearTimeout(this.retry);
     this.subscriptions.clear();
     if (this.socket) this.socket.close();
   }
@@ -163,6 +166,7 @@ const live = {
   minutes: [], // [{minute: Date ms, hits}]
 
   start() {
+    this.stop(); // one feed at a time, whatever signed in before
     this.socket = new Live();
     this.socket.onState = (text) => ($("feed-state").textContent = text);
     this.socket.subscribe(
@@ -184,9 +188,15 @@ const live = {
 
   stop() {
     if (this.socket) this.socket.close();
+    this.socket = null;
     clearInterval(this.timer);
-    $("visits").replaceChildren();
     this.cursor = null;
+    this.minutes = [];
+    $("visits").replaceChildren();
+    $("no-visits").hidden = false;
+    $("online").textContent = "-";
+    $("chart").replaceChildren();
+    $("chart-caption").textContent = "";
   },
 
   visit(payload) {
@@ -238,15 +248,15 @@ const live = {
 
   count(date) {
     const minute = Math.floor(date.getTime() / 60000) * 60000;
-    this.tick();
+    this.tick(minute); // the server's clock may be ahead of this browser's
     const slot = this.minutes.find((m) => m.minute === minute);
     if (slot) slot.hits += 1;
     this.draw();
   },
 
-  tick() {
+  tick(upTo) {
     // A new minute: the chart moves on (the oldest minute leaves it).
-    const now = Math.floor(Date.now() / 60000) * 60000;
+    const now = Math.max(Math.floor(Date.now() / 60000) * 60000, upTo || 0);
     if (!this.minutes.length) return;
     let last = this.minutes[this.minutes.length - 1].minute;
     while (last < now) {
@@ -367,7 +377,10 @@ function describe(entry) {
   }
 }
 
+let shownContact = 0; // the newest request wins when answers cross
+
 async function showContact(id) {
+  const mine = ++shownContact;
   $("contact-title").textContent = "Contact";
   const body = $("contact-body");
   body.replaceChildren(el("p", { class: "muted" }, "loading..."));
@@ -375,10 +388,12 @@ async function showContact(id) {
   try {
     contact = (await gql(CONTACT_QUERY, { id })).contact;
   } catch (err) {
+    if (mine !== shownContact) return;
     body.replaceChildren();
     handle(err);
     return;
   }
+  if (mine !== shownContact) return;
   if (!contact) {
     body.replaceChildren(el("p", {}, "No such contact (erased?)."));
     return;
@@ -540,7 +555,14 @@ function route() {
   }
   if (view === "contact" && arg) {
     $("contact").hidden = false;
-    showContact(decodeURIComponent(arg));
+    let id = "";
+    try {
+      id = decodeURIComponent(arg);
+    } catch (err) {
+      showError("not a contact id in the address: " + arg);
+      return;
+    }
+    showContact(id);
   } else if (view === "contacts") {
     $("contacts").hidden = false;
   } else if (view === "site") {
@@ -561,7 +583,12 @@ function handle(err) {
   }
 }
 
+let retrySignIn = null;
+
 async function signIn(key) {
+  clearTimeout(retrySignIn);
+  const button = $("sign-in-button");
+  button.disabled = true;
   state.key = key;
   try {
     const data = await gql("{ viewer { name role } }");
@@ -570,9 +597,18 @@ async function signIn(key) {
   } catch (err) {
     state.key = "";
     state.role = "";
-    sessionStorage.removeItem(KEY_STORAGE);
-    $("sign-in-error").textContent = err instanceof SignedOut ? "That key is not valid (revoked, or mistyped)." : err.message;
+    if (err instanceof SignedOut) {
+      sessionStorage.removeItem(KEY_STORAGE);
+      $("sign-in-error").textContent = "That key is not valid (revoked, or mistyped).";
+    } else {
+      // The server did not answer as it should (restarting?): the key is kept, tried again.
+      $("sign-in-error").textContent = "Could not sign in: " + err.message + ". Trying again in 5 s...";
+      if (sessionStorage.getItem(KEY_STORAGE) === key) retrySignIn = setTimeout(() => signIn(key), 5000);
+    }
+    button.disabled = false;
     return false;
+  } finally {
+    button.disabled = false;
   }
   sessionStorage.setItem(KEY_STORAGE, key);
   $("sign-in-error").textContent = "";
@@ -586,7 +622,13 @@ async function signIn(key) {
 }
 
 function signOut(reason) {
+  clearTimeout(retrySignIn);
   live.stop();
+  // Nothing of this key's stays for the next one.
+  $("results").replaceChildren();
+  $("search-state").textContent = "";
+  $("contact-body").replaceChildren();
+  $("sites").replaceChildren();
   sessionStorage.removeItem(KEY_STORAGE);
   Object.assign(state, { key: "", role: "", name: "" });
   $("nav").hidden = true;
@@ -596,6 +638,7 @@ function signOut(reason) {
   route();
 }
 
+$("sign-in-button").disabled = false;
 $("sign-in-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const input = $("api-key");

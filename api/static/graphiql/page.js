@@ -40,6 +40,7 @@
     );
   }
 
+  document.getElementById("key-button").disabled = false;
   document.getElementById("key-form").addEventListener("submit", function (event) {
     event.preventDefault();
     const value = input.value.trim();
