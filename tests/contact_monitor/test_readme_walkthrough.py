@@ -1,6 +1,7 @@
 """The README's examples, run as a newcomer runs them: `contact-monitor serve` with nothing
 configured and a fresh home directory, then every `sh` block from "Try it with curl" to the end
-of "Endpoints", and the field commands of "Contact fields", in order, in one shell (variables carry over, as in one terminal), verbatim but
+of "Endpoints" with the Python live-feed example after the queries, and the field commands of
+"Contact fields", in order, in one shell (variables carry over, as in one terminal), verbatim but
 for the port."""
 
 from __future__ import annotations
@@ -29,6 +30,34 @@ def section_blocks(title: str) -> list[str]:
     return re.findall(r"```sh\n(.*?)```", text[start:end], re.S)
 
 
+def live_feed_step(port: int) -> str:
+    """The README's Python live-feed example, verbatim but for its address and the key (the
+    `$KEY` the walkthrough made), following the feed while the next pixel arrives."""
+    text = README.read_text()
+    start = text.index("\n## Live feed (subscriptions)\n")
+    example = next(
+        b for b in re.findall(r"```python\n(.*?)```", text[start:], re.S) if "async def follow" in b
+    )
+    example = example.replace("wss://track.example.com/graphql", f"ws://127.0.0.1:{port}/graphql")
+    example = example.replace(
+        'asyncio.run(follow("cm_..."))', 'import os\nasyncio.run(follow(os.environ["KEY"]))'
+    )
+    return f"""
+cat > follow.py <<'PYTHON'
+{example}
+PYTHON
+KEY="$KEY" timeout 60 python -u follow.py > follow.out 2>&1 &
+FOLLOWER=$!
+for attempt in $(seq 1 150); do  # until the follower prints the hit (it subscribes first)
+  curl -s -o /dev/null -A 'Mozilla/5.0 Firefox/128.0' "http://127.0.0.1:8000/mtracking.gif?page_url=https%3A%2F%2Fexample.com%2Flive-feed-check"
+  grep -q live-feed-check follow.out && break
+  sleep 0.2
+done
+kill $FOLLOWER
+echo "live feed: $(grep -m1 live-feed-check follow.out || cat follow.out)"
+"""
+
+
 def test_the_curl_walkthrough_works_as_written(tmp_path):
     if not shutil.which("contact-monitor") or not shutil.which("curl"):
         pytest.fail("the walkthrough needs the installed `contact-monitor` command and curl")
@@ -53,9 +82,11 @@ def test_the_curl_walkthrough_works_as_written(tmp_path):
             assert time.monotonic() < deadline, "serve did not answer"
             time.sleep(0.2)
         blocks = [
-            block
-            for title in ("Try it with curl", "Query contacts (GraphQL)", "Endpoints", "Contact fields")
-            for block in section_blocks(title)
+            *section_blocks("Try it with curl"),
+            *section_blocks("Query contacts (GraphQL)"),
+            live_feed_step(port),
+            *section_blocks("Endpoints"),
+            *section_blocks("Contact fields"),
         ]
         script = "\n".join(blocks).replace("127.0.0.1:8000", f"127.0.0.1:{port}")
         done = subprocess.run(
@@ -78,5 +109,9 @@ def test_the_curl_walkthrough_works_as_written(tmp_path):
     assert '{"data":{"createForm":{"id":1}}}' in out
     assert '"formName":"newsletter"' in out  # the form post
     assert re.search(r"member_no\b.*\bunique", out), out[-2000:]  # created, then made unique
+    assert re.search(
+        r"live feed: \S+ PAGE_HIT \{'id': '\w+', 'email': None\} \{'url': 'https://example.com/live-feed-check'\}",
+        out,
+    ), out
     data_dir = tmp_path / ".local" / "share" / "contact-monitor"
     assert f"data directory: {data_dir}" in log
