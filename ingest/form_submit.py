@@ -12,6 +12,7 @@ endpoint answers its own 413 and 503 instead of the app's JSON error handler.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import html
 import json
 import logging
@@ -58,6 +59,15 @@ def safe_return(url: str, request: Request, allowed_origins: tuple[str, ...]) ->
         return True
     poster = request.headers.get("origin") or _origin(request.headers.get("referer", "")) or ""
     return poster.lower() == origin
+
+
+def unavailable(form: Form | None, status: str) -> str:
+    """Why a form takes no submission (Mautic's messages)."""
+    if form is not None and status == "pending" and form.publish_up is not None:
+        return f"This form will be available on {form.publish_up:%Y-%m-%d %H:%M} UTC."
+    if form is not None and status == "expired" and form.publish_down is not None:
+        return f"This form expired on {form.publish_down:%Y-%m-%d %H:%M} UTC."
+    return UNAVAILABLE
 
 
 def _wants_json(request: Request) -> bool:
@@ -179,8 +189,11 @@ async def form_submit(request: Request) -> Response:
                 if submission.form_id is not None
                 else None
             )
-            if form is None or not form.published:
-                return failure(submission, submission.wants_json, message=UNAVAILABLE)
+            status = form.status(dt.datetime.now(dt.UTC)) if form is not None else "deleted"
+            if form is None or status != "published":
+                return failure(
+                    submission, submission.wants_json, message=unavailable(form, status), form=form
+                )
             registry = await services.fields.get()
             pipeline: IngestPipeline = request.state.pipeline
             values, results, errors = validate_submission(form, submission, registry)
@@ -199,12 +212,16 @@ async def form_submit(request: Request) -> Response:
                 values=values,
                 form={"form_id": form.id, "form_name": form.name, "values": results},
             )
+            if form.kiosk:
+                visit = dataclasses.replace(visit, kiosk=True)
             outcome = await pipeline.track(visit)
     except PyMongoError:
         log.exception("form submission could not be stored")
         response = failure(submission, submission.wants_json, message="Please try again in a moment.")
         response.status_code = 503
         return response
+    if form.kiosk:  # a shared terminal: the next person must not be this one
+        return success(form, submission, results)
     return with_cookies(success(form, submission, results), request, outcome)
 
 

@@ -55,6 +55,9 @@ class Visit:
     form: Mapping[str, Any] | None = None
     # Fixed at receipt for a pixel hit, also when it is spooled (so that a replay writes it once).
     hit_id: ObjectId | None = None
+    # A kiosk form's submission: identified by what it submits only, never by the submitter's
+    # cookies, device or IP (a shared terminal; docs/tracking-protocol.md, "Forms").
+    kiosk: bool = False
 
 
 @dataclass(slots=True)
@@ -94,9 +97,9 @@ class IngestPipeline:
         for attempt in range(2):
             visitor = await self.identity.resolve(
                 now=now,
-                tracking_id=hit.device_tracking_id,
-                contact_cookie=visit.contact_cookie,
-                ip=visit.ip,
+                tracking_id=None if visit.kiosk else hit.device_tracking_id,
+                contact_cookie=None if visit.kiosk else visit.contact_cookie,
+                ip=None if visit.kiosk else visit.ip,
                 unique_keys=unique,
                 names_unique=bool(claims),
             )

@@ -8,16 +8,15 @@ import strawberry
 from strawberry.scalars import JSON
 
 from api.permissions import ADMIN, WRITE
-from api.schema import automation
+from api.schema import automation, forms
 from api.schema.contact import Contact
-from api.schema.inputs import ContactRef, FormFieldInput
+from api.schema.inputs import ContactRef
 from api.schema.query import field_of, form_of
 from api.schema.types import CustomActivity, Field, FormType, Info
 from contact_monitor.core import contacts as changes
 from contact_monitor.core import fields as field_ops
-from contact_monitor.core.errors import BadUserInput, NotFound
+from contact_monitor.core.errors import NotFound
 from contact_monitor.core.invalidation import announce_field_change
-from contact_monitor.storage.forms import FormError, FormField
 
 
 async def announce(info: Info) -> None:
@@ -99,35 +98,25 @@ class Mutation:
         await announce(info)
         return field_of(change.field)
 
-    @strawberry.mutation(
-        permission_classes=ADMIN, description="Create a form for /form/submit?formId=<id> (admin)."
+    create_form: FormType = strawberry.mutation(
+        resolver=forms.create_form,
+        permission_classes=ADMIN,
+        description="Create a form for /form/submit?formId=<id> (admin). kiosk: submissions never "
+        "touch the submitter's cookies or tracked contact; publishUp/publishDown: accepted only "
+        "from / until then.",
     )
-    async def create_form(
-        self,
-        info: Info,
-        name: str,
-        fields: list[FormFieldInput],
-        post_action: str = "message",
-        post_action_property: str = "Thank you!",
-    ) -> FormType:
-        storage = info.context.services.storage
-        aliases = {f.alias for f in await storage.fields.all()}
-        try:
-            form = await storage.forms.create(
-                name,
-                [
-                    FormField(
-                        f.name, f.label or f.name.replace("_", " ").capitalize(), f.contact_field, f.required
-                    )
-                    for f in fields
-                ],
-                contact_fields=aliases,
-                post_action=post_action,
-                post_action_property=post_action_property,
-            )
-        except FormError as exc:
-            raise BadUserInput(str(exc)) from None
-        return form_of(form)
+    update_form: FormType = strawberry.mutation(
+        resolver=forms.update_form,
+        permission_classes=ADMIN,
+        description="Change a form (admin): what is given replaces what it had (publishUp or "
+        "publishDown null: no bound); its id and submissions stay.",
+    )
+    delete_form: bool = strawberry.mutation(
+        resolver=forms.delete_form,
+        permission_classes=ADMIN,
+        description="Delete a form (admin): it stops accepting submissions and leaves `forms`; "
+        "its submissions stay on the timelines.",
+    )
 
     @strawberry.mutation(
         permission_classes=ADMIN, description="Accept or refuse submissions of a form (admin)."

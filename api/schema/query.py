@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import strawberry
 
 from api.permissions import ADMIN, READ
@@ -173,4 +175,8 @@ def form_of(form: Form) -> FormType:
         post_action=form.post_action,
         post_action_property=form.post_action_property,
         published=form.published,
+        kiosk=form.kiosk,
+        publish_up=form.publish_up,
+        publish_down=form.publish_down,
+        status=form.status(dt.datetime.now(dt.UTC)),
     )

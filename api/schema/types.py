@@ -512,3 +512,12 @@ class FormType:
     post_action: str = strawberry.field(description="message, redirect or return.")
     post_action_property: str = strawberry.field(description="The message, or the redirect URL.")
     published: bool
+    kiosk: bool = strawberry.field(
+        description="Submissions never touch the submitter's cookies or tracked contact."
+    )
+    publish_up: dt.datetime | None = strawberry.field(description="Accepted from then on.")
+    publish_down: dt.datetime | None = strawberry.field(description="Accepted until then.")
+    status: str = strawberry.field(
+        description="Whether it accepts submissions now: published, unpublished, pending (before "
+        "publishUp) or expired (after publishDown)."
+    )

@@ -2,7 +2,7 @@
 
 import pytest
 
-from contact_monitor.storage.forms import FormField
+from contact_monitor.storage.forms import FormDefinition, FormField
 from tests.conftest import FIREFOX, IPHONE
 
 FIELDS = [
@@ -14,7 +14,8 @@ FIELDS = [
 
 async def make_form(h, **options):
     aliases = {f.alias for f in await h.services.storage.fields.all()}
-    return await h.services.storage.forms.create("Contact us", FIELDS, contact_fields=aliases, **options)
+    definition = FormDefinition("Contact us", tuple(FIELDS), **options)
+    return await h.services.storage.forms.create(definition, contact_fields=aliases)
 
 
 def posted(form_id, **values):

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from contact_monitor.core import fields as field_ops
-from contact_monitor.storage.forms import FormField
+from contact_monitor.storage.forms import FormDefinition, FormField
 from ingest.routes import GIF
 from tests.conftest import CHROME
 
@@ -157,8 +157,10 @@ async def fuzzed(harness):
     await field_ops.create_field(storage, "birthday", type="datetime", publicly_updatable=True)
     await field_ops.create_field(storage, "homepage", type="url", publicly_updatable=True)
     await storage.forms.create(
-        "Signup",
-        [FormField("email", "Email", "email", True), FormField("birthday", "Birthday", "birthday")],
+        FormDefinition(
+            "Signup",
+            (FormField("email", "Email", "email", True), FormField("birthday", "Birthday", "birthday")),
+        ),
         contact_fields={"email", "birthday"},
     )
     return harness
