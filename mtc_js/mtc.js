@@ -9,11 +9,21 @@
  *   })(window,document,'script','https://your-server/mtc.js','mt');
  *   mt('send', 'pageview');
  *
- * API: mt('send', 'pageview', [params], [{onload: fn(response), onerror: fn()}])
+ * API: mt('send', 'pageview', [params], [{onload: fn(detail), onerror: fn()}])
  * - params add to or override what is collected automatically (email, firstname, tags, ...);
- * - onload runs once the hit is recorded (also through the image fallback, with {image: true});
+ * - onload runs once the hit is recorded, with Mautic's detail {event, params, response} that
+ *   also carries the server's JSON itself (detail.id === detail.response.id); after the image
+ *   fallback {event, params, image: true};
  * - onerror runs when neither the JSON endpoint nor the image could deliver it.
  * Pageviews are delivered one after the other, in the order of the mt() calls.
+ *
+ * window.MauticJS: what pages written for Mautic's mtc.js call (README, "MauticJS"):
+ * onFirstEventDelivery, beforeFirstEventDelivery, getTrackedContact, setTrackedContact,
+ * appendTrackedContact, makeCORSRequest, createCORSRequest, serialize, parseTextToJSON,
+ * insertScript, insertStyle, documentReady, iterateCollection, dispatchEvent, guid, log,
+ * setCookie, getInput, ensureEventContext; DOM events on document: mauticPageEventDelivered
+ * (detail {event, params, response} or {event, params, image: true}) after each delivery, and
+ * eventAddedToMauticQueue (detail: the mt() arguments) for each mt() call after this loads.
  *
  * Delivery: POST /mtc/event with credentials (CORS; the server must list this site in
  * CM_CORS_ORIGINS). When CORS is refused or fails, GET /mtracking.gif with the same data.
@@ -174,6 +184,151 @@
         };
     }
 
+    // ---- window.MauticJS: the API of Mautic's mtc.js that public pages use ----------------------
+
+    var MauticJS = window.MauticJS = window.MauticJS || {};
+    MauticJS.contactIdUrl = base + '/mtc';
+    MauticJS.pageTrackingUrl = base + '/mtracking.gif';
+    MauticJS.pageTrackingCORSUrl = base + '/mtc/event';
+    MauticJS.inputQueue = [];
+    MauticJS.postEventDeliveryQueue = [];
+    MauticJS.preEventDeliveryQueue = [];
+    MauticJS.firstDeliveryMade = false;
+    MauticJS.beforeFirstDeliveryMade = false;
+    MauticJS.mtcSet = false;
+
+    MauticJS.serialize = function (obj) {
+        return typeof obj === 'string' ? obj : serialize(obj);
+    };
+    MauticJS.parseTextToJSON = function (text) {
+        try {
+            return JSON.parse(text);
+        } catch (e) {
+            return text;
+        }
+    };
+    MauticJS.documentReady = function (f) {
+        if (document.readyState === 'loading') {
+            document.addEventListener('DOMContentLoaded', function () { f(); });
+        } else {
+            f();
+        }
+    };
+    MauticJS.iterateCollection = function (collection) {
+        return function (f) {
+            for (var i = 0; collection[i]; i++) {
+                f(collection[i], i);
+            }
+        };
+    };
+    MauticJS.log = function () {
+        if (window.console) {
+            window.console.log(Array.prototype.slice.call(arguments));
+        }
+    };
+    MauticJS.setCookie = function (key, value) {
+        setCookie(key, value);
+    };
+    MauticJS.dispatchEvent = function (eventName, detail) {
+        document.dispatchEvent(new window.CustomEvent(eventName, {detail: detail}));
+    };
+    MauticJS.guid = function () {
+        function s4() {
+            return Math.floor((1 + Math.random()) * 0x10000).toString(16).substring(1);
+        }
+        return s4() + s4() + '-' + s4() + '-' + s4() + '-' + s4() + '-' + s4() + s4() + s4();
+    };
+    MauticJS.insertScript = function (url) {
+        var script = document.createElement('script');
+        script.async = true;
+        script.src = url;
+        document.getElementsByTagName('head')[0].appendChild(script);
+    };
+    MauticJS.insertStyle = function (url) {
+        var link = document.createElement('link');
+        link.rel = 'stylesheet';
+        link.type = 'text/css';
+        link.href = url;
+        document.getElementsByTagName('head')[0].appendChild(link);
+    };
+    MauticJS.appendTrackedContact = function (data) {
+        var deviceId = storageGet('mautic_device_id');
+        if (deviceId && storageGet('mtc_id')) {
+            data.mautic_device_id = deviceId;
+        }
+        return data;
+    };
+    MauticJS.createCORSRequest = function (method, url) {
+        var xhr = new window.XMLHttpRequest();
+        xhr.open(method.toUpperCase(), url, true);
+        return xhr;
+    };
+    // As Mautic's: form-encoded, with credentials; success(response, xhr) on 200, else
+    // error(response, xhr); the response parsed as JSON when it is JSON.
+    MauticJS.makeCORSRequest = function (method, url, data, success, error) {
+        var query = MauticJS.serialize(MauticJS.appendTrackedContact(data || {}));
+        if (method.toUpperCase() === 'GET') {
+            url = url + (url.indexOf('?') === -1 ? '?' : '&') + query;
+            query = null;
+        }
+        var xhr = MauticJS.createCORSRequest(method, url);
+        xhr.withCredentials = true;
+        xhr.setRequestHeader('X-Requested-With', 'XMLHttpRequest');
+        if (query !== null) {
+            xhr.setRequestHeader('Content-Type', 'application/x-www-form-urlencoded');
+        }
+        xhr.onreadystatechange = function () {
+            if (xhr.readyState === 4) {
+                var response = MauticJS.parseTextToJSON(xhr.responseText);
+                var callback = xhr.status === 200 ? success : error;
+                if (typeof callback === 'function') {
+                    callback(response, xhr);
+                }
+            }
+        };
+        xhr.send(query);
+        return xhr;
+    };
+    MauticJS.setTrackedContact = function (response) {
+        if (response && response.id) {
+            remember(response);
+            MauticJS.mtcSet = true;
+        }
+    };
+    // The contact this browser is (GET /mtc), kept as a delivery would keep it.
+    MauticJS.getTrackedContact = function () {
+        if (MauticJS.mtcSet) {
+            return;
+        }
+        MauticJS.makeCORSRequest('GET', MauticJS.contactIdUrl, {}, function (response) {
+            MauticJS.setTrackedContact(response);
+        });
+    };
+    // f(detail) once the first page view is delivered (at once if it was already).
+    MauticJS.onFirstEventDelivery = function (f) {
+        if (MauticJS.firstDeliveryMade) {
+            call(f, {});
+        } else {
+            MauticJS.postEventDeliveryQueue.push(f);
+        }
+    };
+    // f(params) just before the first page view is sent: it may add parameters to it.
+    MauticJS.beforeFirstEventDelivery = function (f) {
+        MauticJS.preEventDeliveryQueue.push(f);
+    };
+    MauticJS.getInput = function (task, type) {
+        var matches = [];
+        for (var i = 0; i < MauticJS.inputQueue.length; i++) {
+            if (MauticJS.inputQueue[i][0] === task && MauticJS.inputQueue[i][1] === type) {
+                matches.push(MauticJS.inputQueue[i]);
+            }
+        }
+        return matches;
+    };
+    MauticJS.ensureEventContext = function (event, context0, context1) {
+        return typeof event.detail !== 'undefined' && event.detail[0] === context0 && event.detail[1] === context1;
+    };
+
     // ---- delivery -----------------------------------------------------------------------------
 
     function serialize(data) {
@@ -254,26 +409,27 @@
         }
     }
 
-    function sendPageview(params, callbacks) {
+    function sendPageview(event) {
         var data = collect();
         var deviceId = storageGet('mautic_device_id');
         if (deviceId) {
             data.mautic_device_id = deviceId;
         }
-        params = params || {};
+        var params = (event[2] && typeof event[2] === 'object') ? event[2] : {};
         for (var key in params) {
             if (Object.prototype.hasOwnProperty.call(params, key)) {
                 data[key] = params[key];
             }
         }
-        callbacks = callbacks || {};
+        var callbacks = (event[3] && typeof event[3] === 'object') ? event[3] : {};
         delivery = delivery.then(function () {
+            beforeFirst(data);
             return postEvent(data).then(function (response) {
                 remember(response);
-                call(callbacks.onload, response);
+                delivered({event: event, params: data, response: response}, callbacks);
             }, function () {
-                return sendImage(data).then(function (response) {
-                    call(callbacks.onload, response);
+                return sendImage(data).then(function () {
+                    delivered({event: event, params: data, image: true}, callbacks);
                 }, function (error) {
                     call(callbacks.onerror, error);
                 });
@@ -282,26 +438,66 @@
         return delivery;
     }
 
+    // Mautic's order: the call's onload, then what waited for the first delivery, then the
+    // page's listeners of mauticPageEventDelivered.
+    function delivered(detail, callbacks) {
+        var argument = detail;
+        if (detail.response) { // the server's JSON too, as this tracker always passed it
+            argument = {};
+            for (var key in detail.response) {
+                if (Object.prototype.hasOwnProperty.call(detail.response, key)) {
+                    argument[key] = detail.response[key];
+                }
+            }
+            argument.event = detail.event;
+            argument.params = detail.params;
+            argument.response = detail.response;
+        }
+        call(callbacks.onload, argument);
+        if (!MauticJS.firstDeliveryMade) {
+            MauticJS.firstDeliveryMade = true;
+            var waiting = MauticJS.postEventDeliveryQueue.splice(0);
+            for (var i = 0; i < waiting.length; i++) {
+                call(waiting[i], detail);
+            }
+        }
+        MauticJS.dispatchEvent('mauticPageEventDelivered', detail);
+    }
+
+    function beforeFirst(params) {
+        if (MauticJS.beforeFirstDeliveryMade) {
+            return;
+        }
+        MauticJS.beforeFirstDeliveryMade = true;
+        var waiting = MauticJS.preEventDeliveryQueue.splice(0);
+        for (var i = 0; i < waiting.length; i++) {
+            call(waiting[i], params); // they may add to what the first delivery sends
+        }
+    }
+
     // ---- the mt() function and its queue ------------------------------------------------------
 
     function handle(args) {
         var command = args[0];
         var type = args[1];
+        MauticJS.inputQueue.push(args);
         if (command === 'send' && type === 'pageview') {
-            sendPageview(args[2], args[3]);
+            sendPageview(args);
         } else {
             warn('unknown call mt(' + command + ', ' + type + ')');
         }
     }
 
     function mt() {
+        MauticJS.dispatchEvent('eventAddedToMauticQueue', arguments);
         handle(arguments);
     }
 
     // Anything pushed onto mt.q after this point is handled at once.
-    mt.q = {push: function (args) { handle(args); }};
+    mt.q = {push: function (args) { MauticJS.dispatchEvent('eventAddedToMauticQueue', args); handle(args); }};
     mt.version = VERSION;
     window[name] = mt;
+    MauticJS.input = mt;
     for (var i = 0; i < queued.length; i++) {
         handle(queued[i]);
     }

@@ -162,7 +162,14 @@ def test_image_fallback_calls_onload_too(tracker, site, context):
     page.route("**/mtc/event", lambda route: route.abort())
     page.goto(site.url("/img.html"))
     page.wait_for_function("window.outcome !== undefined")
-    assert page.evaluate("window.outcome") == {"image": True}
+    # Mautic's detail after the image: {event, params, image: true}.
+    assert page.evaluate(
+        "[window.outcome.image, window.outcome.params.page_title, window.outcome.event[1]]"
+    ) == [
+        True,
+        "via image",
+        "pageview",
+    ]
     hit = tracker.db.hits.find_one()
     assert hit["endpoint"] == "pixel" and hit["title"] == "via image"
     assert len(hit["fingerprint"]["hash"]) == 28
@@ -304,3 +311,72 @@ def test_a_dashboard_in_the_browser_shows_visits_live(tracker, site, chromium):
     finally:
         dashboard_context.close()
         visitor_context.close()
+
+
+MAUTIC_JS_PAGE = """
+    window.seen = {first: [], delivered: [], queued: [], before: 0, onload: []};
+    document.addEventListener('mauticPageEventDelivered', function (e) {
+        window.seen.delivered.push(e.detail.response ? e.detail.response.id : 'image');
+    });
+    document.addEventListener('eventAddedToMauticQueue', function (e) {
+        window.seen.queued.push(e.detail[1]);
+    });
+    // A page's own script, run once mtc.js is there (as Mautic pages do in their plugins).
+    var tracker = document.querySelector('script[src$="/mtc.js"]');
+    tracker.addEventListener('load', function () {
+        MauticJS.onFirstEventDelivery(function (detail) { window.seen.first.push(detail.response.id); });
+        MauticJS.beforeFirstEventDelivery(function (params) { window.seen.before += 1; params.page_title = 'Changed first'; });
+        mt('send', 'pageview', {}, {onload: function (detail) {
+            window.seen.onload.push([detail.id, detail.response.id, detail.params.page_title, detail.event[0]]);
+        }});
+        mt('send', 'pageview', {page_title: 'Second'});
+    });
+"""
+
+
+def test_mautic_js_api_fires_its_events_once_each_as_mautic_does(tracker, site, context):
+    """A page written for Mautic's mtc.js: onFirstEventDelivery runs once, after the first
+    delivery, with Mautic's detail; beforeFirstEventDelivery may change the first one;
+    mauticPageEventDelivered fires for each delivery and eventAddedToMauticQueue for each mt()
+    call after load; onload gets Mautic's detail, which also carries the server's JSON."""
+    site.pages["/mauticjs.html"] = page_with(tracker, calls=MAUTIC_JS_PAGE)
+    page = context.new_page()
+    page.goto(site.url("/mauticjs.html"))
+    page.wait_for_function("window.seen && window.seen.delivered.length === 2")
+    seen = page.evaluate("window.seen")
+    contact_id = seen["delivered"][0]
+    assert seen["first"] == [contact_id] and seen["before"] == 1
+    assert seen["delivered"] == [contact_id, contact_id]
+    assert seen["queued"] == ["pageview", "pageview"]
+    assert seen["onload"] == [[contact_id, contact_id, "Changed first", "send"]]
+    assert sorted(h["title"] for h in tracker.db.hits.find()) == ["Changed first", "Second"]
+    # Registered after the first delivery: runs at once.
+    assert (
+        page.evaluate(
+            "new Promise(function (done) { MauticJS.onFirstEventDelivery(function () { done('ran'); }); })"
+        )
+        == "ran"
+    )
+    assert page.evaluate("MauticJS.getInput('send', 'pageview').length") == 2
+
+
+def test_mautic_js_get_tracked_contact_and_cors_request(tracker, site, context):
+    """MauticJS.getTrackedContact asks /mtc who this browser is and keeps it as a delivery does;
+    makeCORSRequest posts form-encoded with credentials, as Mautic's."""
+    site.pages["/who.html"] = page_with(tracker)
+    page = context.new_page()
+    page.goto(site.url("/who.html"))
+    page.wait_for_function("window.MauticJS && MauticJS.firstDeliveryMade")
+    contact_id = tracker.db.contacts.find_one()["_id"]
+    page.evaluate("localStorage.clear(); document.cookie = 'mtc_id=; max-age=0; path=/'")
+    page.evaluate("MauticJS.getTrackedContact()")
+    page.wait_for_function("MauticJS.mtcSet === true")
+    assert page.evaluate("localStorage.getItem('mtc_id')") == contact_id
+    assert f"mtc_id={contact_id}" in page.evaluate("document.cookie")
+    answer = page.evaluate(
+        """new Promise(function (done) {
+            MauticJS.makeCORSRequest('POST', MauticJS.pageTrackingCORSUrl, {page_url: location.href + '#x'},
+                function (response) { done(response); }, function (response, xhr) { done('error ' + xhr.status); });
+        })"""
+    )
+    assert answer["success"] == 1 and answer["id"] == contact_id
