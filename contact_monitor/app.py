@@ -35,6 +35,7 @@ from ingest.cors import CORSMiddleware
 from ingest.pipeline import IngestPipeline
 from ingest.routes import PixelFastPath, replay_hit
 from ingest.useragent import warm_up
+from mtc_js import forms as form_embed
 from mtc_js import routes as tracker_routes
 from subscriptions.hub import StreamHub
 from subscriptions.shared import SharedFeeds
@@ -316,6 +317,7 @@ def create_app(settings: Settings) -> Starlette:
             *ingest_routes.routes,
             *form_routes.routes,
             *tracker_routes.routes,
+            *form_embed.routes,
             *graphql.routes(),
             *web.routes(settings),
             Route("/health", health),

@@ -16,7 +16,6 @@ import datetime as dt
 import html
 import json
 import logging
-import re
 from urllib.parse import quote, urlsplit
 
 import pymongo
@@ -84,16 +83,11 @@ def _page(message: str, status: int = 200) -> HTMLResponse:
     return HTMLResponse(body, status_code=status)
 
 
-def form_alias(form: Form) -> str:
-    """The form's name as Mautic derives its alias: lower-case letters and digits."""
-    return re.sub(r"[^a-z0-9]", "", form.name.lower())
-
-
 def form_name(form: Form | None, submission: Submission | None) -> str | None:
     """The name Mautic's form script knows the form by: the one it posted, else its alias."""
     if submission is not None and submission.form_name:
         return submission.form_name
-    return form_alias(form) if form is not None else None
+    return form.alias if form is not None else None
 
 
 def answer(body: dict[str, object], form: Form | None, submission: Submission | None) -> Response:
@@ -133,7 +127,7 @@ def failure(
     text = message if not errors else "Errors: " + " ".join(errors.values())
     if submission is not None and submission.return_url:
         separator = "&" if "?" in submission.return_url else "?"
-        anchor = "#" + form_alias(form) if form else ""
+        anchor = "#" + form.alias if form else ""
         return RedirectResponse(f"{submission.return_url}{separator}mauticError={quote(text)}{anchor}", 302)
     return _page(text, 400)
 

@@ -179,4 +179,5 @@ def form_of(form: Form) -> FormType:
         publish_up=form.publish_up,
         publish_down=form.publish_down,
         status=form.status(dt.datetime.now(dt.UTC)),
+        form=form,
     )

@@ -11,6 +11,7 @@ import strawberry
 from strawberry.scalars import JSON
 
 from api.context import Context
+from contact_monitor.core.form_html import form_html, form_script_tag
 from contact_monitor.core.utm import utm_icon, utm_title
 from contact_monitor.storage.documents import Document
 
@@ -521,3 +522,16 @@ class FormType:
         description="Whether it accepts submissions now: published, unpublished, pending (before "
         "publishUp) or expired (after publishDown)."
     )
+    form: strawberry.Private[Any] = None  # the storage Form (html)
+
+    @strawberry.field(
+        description="The form's HTML to paste into a page (Mautic's \"manual copy\": its form script "
+        "and its markup, with Mautic's element ids and field names), posting to CM_PUBLIC_URL, else "
+        "to the address this request reached."
+    )
+    async def html(self, info: Info) -> str:
+        services = info.context.services
+        server = services.settings.public_url or str(info.context.request.base_url)
+        server = server.rstrip("/")
+        types = {f.alias: f.type for f in await services.storage.fields.all()}
+        return form_script_tag(server) + "\n" + form_html(self.form, server, types)

@@ -53,6 +53,12 @@ class Form:
     publish_down: dt.datetime | None = None
     deleted: bool = False
 
+    @property
+    def alias(self) -> str:
+        """The form's name as Mautic derives its alias (element ids `mauticform_<alias>_...`,
+        `formName`): lower-case letters and digits ("form" when none are left)."""
+        return re.sub(r"[^a-z0-9]", "", self.name.lower()) or "form"
+
     def status(self, now: dt.datetime) -> Status:
         """Whether it accepts submissions at `now`, and if not why (Mautic's publish status)."""
         if self.deleted:
