@@ -132,6 +132,16 @@ class Switch:
         self.on = True
 
 
+async def until_cancelled() -> None:
+    """Wait for the cancellation that ends this operation; at once when it came already (a
+    cancel that arrived while a send to a closing socket ran can end as that send's error, and
+    waiting for another would hold the socket, and the server's shutdown, forever)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+    await asyncio.Event().wait()
+
+
 def live_operation(
     context: Context,
     operation_id: str,
@@ -156,7 +166,7 @@ def live_operation(
             pass
         # Completed, or the socket is gone or closing: its handler cancels this operation (when
         # it sees the disconnect); until then nothing more is written.
-        await asyncio.Event().wait()
+        await until_cancelled()
 
     renderer = Renderer(context, query, variables, operation_name)
     # `after` only chooses where this member's history starts; it does not change what an event

@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pymongo.errors import PyMongoError
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -29,6 +28,7 @@ from contact_monitor.core.keys import key_of
 from contact_monitor.core.services import Services
 from contact_monitor.settings import Settings, SettingsError
 from contact_monitor.storage import Storage
+from contact_monitor.storage.redis_client import Redis
 from ingest import form_submit as form_routes
 from ingest import routes as ingest_routes
 from ingest.cors import CORSMiddleware

@@ -8,9 +8,14 @@ tracking endpoints; the dashboards (CM_DASHBOARD_ORIGINS) may call /graphql.
 from __future__ import annotations
 
 import fnmatch
+import logging
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from contact_monitor.core.traffic import CORS, site_of
+
+log = logging.getLogger(__name__)
 
 ALLOW_HEADERS = "Origin, X-Requested-With, Content-Type, Authorization"
 ALLOW_METHODS = "PUT, GET, POST, DELETE, OPTIONS"
@@ -28,6 +33,18 @@ def origin_allowed(origin: str, allowed: tuple[str, ...]) -> bool:
         if any(ch in entry for ch in "*?[") and fnmatch.fnmatchcase(lowered, entry.lower()):
             return True
     return False
+
+
+def note_refused(scope: Scope, origin: str) -> None:
+    """A browser asked whether a page of `origin` may post to us, and was told no (mtc.js then
+    falls back to the image): the dashboard's Check your site shows it (core/traffic.py)."""
+    services = (scope.get("state") or {}).get("services")
+    if services is None:
+        return
+    try:
+        services.traffic.note(site_of(origin, None, None), CORS, None)
+    except Exception:  # counting never fails a request
+        log.exception("the traffic counts skipped a preflight")
 
 
 class CORSMiddleware:
@@ -48,6 +65,8 @@ class CORSMiddleware:
         allowed = origin_allowed(origin, self.api_allowed if is_api else self.allowed)
         if scope["method"] == "OPTIONS":
             response_headers = [(b"content-length", b"0")]
+            if not allowed and not is_api and origin:
+                note_refused(scope, origin)
             if allowed:
                 response_headers += [
                     (name.encode(), value.encode())

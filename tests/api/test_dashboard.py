@@ -99,10 +99,22 @@ async def test_sites_say_what_was_recorded_and_what_was_not_and_why(harness: Har
     )
     assert foreign.status_code == 200 and "access-control-allow-origin" not in foreign.headers
     await harness.client.get("/mtracking.gif", params={"page_url": "home_screen"})  # an app: no origin
+    # mtc.js on a site not allowed: the browser's preflight is refused (then the image records it).
+    preflight = await harness.client.options(
+        "/mtc/event",
+        headers={"Origin": "https://refused.example.net", "Access-Control-Request-Method": "POST"},
+    )
+    assert preflight.status_code == 204 and "access-control-allow-origin" not in preflight.headers
     await harness.services.traffic.flush()
 
     sites = {site["origin"]: site for site in (await api(SITES))["sites"]}
-    assert set(sites) == {"https://shop.example.com", "https://other.example.net", UNKNOWN}
+    assert set(sites) == {
+        "https://shop.example.com",
+        "https://other.example.net",
+        "https://refused.example.net",
+        UNKNOWN,
+    }
+    assert sites["https://refused.example.net"]["outcomes"][0]["outcome"] == "cors"
     shop = {o["outcome"]: o for o in sites["https://shop.example.com"]["outcomes"]}
     assert sites["https://shop.example.com"]["recorded"] == 2
     assert shop["bot user agent"]["count"] == 1

@@ -108,6 +108,12 @@ def test_the_curl_walkthrough_works_as_written(tmp_path):
     assert '"totalCount":1' in out and '"email":"ann@example.com"' in out  # the GraphQL query
     assert '{"data":{"createForm":{"id":1}}}' in out
     assert '"formName":"newsletter"' in out  # the form post
+    # The mobile flow's timeline: the screen, then the form, on the contact of the app's jar.
+    assert re.search(
+        r'"email":"myemail@somewhere.com","timeline":\{"edges":\[\{"node":\{"__typename":"PageHit","url":"cart_screen"\}\},'
+        r'\{"node":\{"__typename":"FormSubmitted","formName":"Newsletter"',
+        out,
+    ), out[-3000:]
     assert re.search(r"member_no\b.*\bunique", out), out[-2000:]  # created, then made unique
     assert re.search(
         r"live feed: \S+ PAGE_HIT \{'id': '\w+', 'email': None\} \{'url': 'https://example.com/live-feed-check'\}",

@@ -144,8 +144,10 @@ def test_check_your_site_gives_the_snippet_and_shows_what_was_refused(
             params={"page_url": dashboard.site.url("/robots")},
             headers={"User-Agent": BOT},
         )
-        other = "http://127.0.0.1:9"
-        httpx.post(dashboard.url + "/mtc/event", data={"page_url": other + "/x"}, headers={"Origin": other})
+        # The same snippet on a site missing from CM_CORS_ORIGINS (the site's other address):
+        # the browser's preflight is refused and the image fallback records the visit.
+        other = f"http://127.0.0.1:{dashboard.site.port}"
+        visitor.new_page().goto(f"{other}/pasted")
 
         site = page.locator("#sites tr.site", has_text=f"http://localhost:{dashboard.site.port}")
         site.locator("text=bot user agent").wait_for(timeout=TIMEOUT_MS)

@@ -176,3 +176,30 @@ async def test_the_readme_python_example_follows_and_reports_errors(cluster):
         following.cancel()  # and wait for it: its websocket is closed by the cancellation
         with contextlib.suppress(asyncio.CancelledError):
             await following
+
+
+def websockets_open(cluster: Cluster) -> float:
+    http_url = cluster.ws_url.replace("ws://", "http://").removesuffix("/graphql")
+    metrics = httpx.get(f"{http_url}/metrics", headers={"Authorization": f"Bearer {cluster.key}"}).text
+    return next(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("cm_websockets "))
+
+
+async def test_sockets_closed_while_their_history_is_sent_are_released(cluster):
+    """A dashboard that resumes from an old cursor and leaves before its history is all sent:
+    the server lets go of the socket (redis-py could end a cancelled XRANGE normally, and the
+    operation then waited for a cancel that had come already; storage/redis_client.py)."""
+    async with httpx.AsyncClient(base_url=cluster.ingest_url, headers={"User-Agent": CHROME}) as browser:
+        for i in range(60):
+            await browser.post("/mtc/event", data={"page_url": f"https://s.test/history/{i}"})
+    before = websockets_open(cluster)
+    for _ in range(6):
+        async with connect(cluster.ws_url, subprotocols=PROTOCOL, origin=DASHBOARD) as ws:
+            await init(ws, cluster.key)
+            query = 'subscription { activity(after: "0") { cursor type } }'
+            await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": query}}))
+            for _ in range(2):
+                await ws.recv()
+    deadline = time.monotonic() + 10
+    while websockets_open(cluster) > before:  # the server's own count: no event to wait on
+        assert time.monotonic() < deadline, f"{websockets_open(cluster) - before:.0f} sockets never released"
+        await asyncio.sleep(0.1)

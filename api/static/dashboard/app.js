@@ -348,7 +348,11 @@ const CONTACT_QUERY = `query($id: ID!) { contact(id: $id) {
   } } } } }`;
 
 function describe(entry) {
-  const list = (values) => Object.entries(values || {}).map(([k, v]) => k + ": " + JSON.stringify(v)).join(", ");
+  const list = (values) =>
+    Object.entries(values || {})
+      .filter(([, v]) => v !== null && v !== "")
+      .map(([k, v]) => k + ": " + (typeof v === "string" ? v : JSON.stringify(v)))
+      .join(", ");
   switch (entry.__typename) {
     case "PageHit":
       return ["Visited", (entry.title || "(no title)") + " - " + entry.url + (entry.timeOnPage ? " (" + Math.round(entry.timeOnPage) + " s)" : "")];
@@ -565,6 +569,7 @@ function route() {
     showContact(id);
   } else if (view === "contacts") {
     $("contacts").hidden = false;
+    if (!$("results").children.length) search($("search")); // the most recent contacts first
   } else if (view === "site") {
     $("site").hidden = false;
     $("snippet").textContent = snippet();
