@@ -130,6 +130,25 @@ def test_the_manual_copy_without_any_script_posts_as_a_plain_html_form(
     assert tracker.db.contacts.count_documents({"ids": "email:carl@example.com"}) == 1
     assert len(submissions(tracker)) == 1
 
+    # An error: the server's page says what is wrong (no script to show it next to the field).
+    page.goto(site.url("/plain.html"))
+    page.fill("#mauticform_input_plain_email", "a@b")
+    with page.expect_navigation(timeout=TIMEOUT_MS):
+        page.click("#mauticform_input_plain_submit")
+    assert "valid email" in page.content() and len(submissions(tracker)) == 1
+
+    # A redirect form, plain: the browser follows the server's redirect.
+    site.pages["/done.html"] = "<!doctype html><title>Done</title>"
+    make_form(tracker, 46, "Plain", post_action="redirect", post_action_property=site.url("/done.html"))
+    site.pages["/plain2.html"] = "<!doctype html><title>Plain</title>" + re.sub(
+        r"<script.*?</script>", "", copy.replace("formId=44", "formId=46").replace('value="44"', 'value="46"')
+    )
+    page.goto(site.url("/plain2.html"))
+    page.fill("#mauticform_input_plain_email", "erin@example.com")
+    page.click("#mauticform_input_plain_submit")
+    page.wait_for_url(site.url("/done.html"), timeout=TIMEOUT_MS)
+    assert tracker.db.contacts.count_documents({"ids": "email:erin@example.com"}) == 1
+
 
 def test_the_standalone_form_page(tracker: Tracker, context: Any) -> None:
     make_form(tracker, 45, "Standalone")
