@@ -297,8 +297,7 @@ class Outcome:
     activities: dict[str, list[Activity]] = field(default_factory=dict)
     documents: dict[str, list[Document]] = field(default_factory=dict)
     contacts: dict[str, Document] = field(default_factory=dict)
-    # The contacts written: (as the transaction read them, as it wrote them).
-    changed: list[tuple[Document, Document]] = field(default_factory=list)
+    changed: list[Document] = field(default_factory=list)  # the contacts written, as written
     gates: dict[tuple[str, str], dt.datetime] = field(default_factory=dict)
     fired: int = 0
 
@@ -371,6 +370,8 @@ class RuleEngine:
 
     async def _fire(self, candidates: list[Candidate]) -> int:
         await self._ensure_tags(candidates)
+        # This process's cached copies now: kept after the commit only if nothing replaced them.
+        held = self.storage.contacts.cached_now({str(c.event["contact_id"]) for c in candidates})
         try:
             outcome = await in_transaction(self.storage, lambda session: self._apply(candidates, session))
         except BaseException:
@@ -380,7 +381,7 @@ class RuleEngine:
             raise
         for gate, opens in outcome.gates.items():
             self._remember(gate, opens)
-        await self.storage.contacts.committed(outcome.changed)
+        await self.storage.contacts.committed(outcome.changed, held)
         documents = [doc for docs in outcome.documents.values() for doc in docs]
         if documents and self.recorder.after_write is not None:
             try:  # entries under a contact merged away meanwhile move to its survivor
@@ -464,7 +465,7 @@ class RuleEngine:
             if points or tags is not None:
                 after["updated_at"] = now  # as stored: `after` is the contact once committed
                 changes.append((cid, points, tags))
-                outcome.changed.append((before, after))
+                outcome.changed.append(after)
             outcome.contacts[cid] = after
         await storage.contacts.apply_rules(changes, now=now, session=session)
         # Their stream entries go through the outbox, in this transaction: a crash right after

@@ -283,13 +283,20 @@ class ContactRepository:
                 update["$set"]["tags"] = list(held)
             await self.contacts.update_many({"_id": {"$in": ids}}, update, session=session)
 
-    async def committed(self, changes: Sequence[tuple[Document, Document]]) -> None:
-        """After a transaction wrote these contacts: (the contact as the transaction read it, as
-        it wrote it: whole documents). This process keeps those whose cached copy is the one the
-        transaction read in their new state (the next hit of their visitors reads nothing); any
-        other copy may hold a later change and is only dropped. The others forget them."""
-        ids = [after["_id"] for _, after in changes]
-        kept = [after for before, after in changes if self.cache.entries.get(after["_id"]) == before]
+    def cached_now(self, ids: Iterable[str]) -> dict[str, Document]:
+        """The cached documents of these contacts, as objects (see `committed`)."""
+        entries = self.cache.entries
+        return {contact_id: entries[contact_id] for contact_id in ids if contact_id in entries}
+
+    async def committed(self, contacts: Sequence[Document], held: Mapping[str, Document]) -> None:
+        """After a transaction wrote these contacts (whole documents as it wrote them): this
+        process keeps in its cache, in their new state, those whose cached object is still the
+        one `held` (from `cached_now` before the transaction): nothing of this process wrote
+        them since (a write drops the object, a read caches another), so the next hit of their
+        visitors reads nothing. Any other copy is only dropped. The other processes forget them."""
+        ids = [contact["_id"] for contact in contacts]
+        entries = self.cache.entries
+        kept = [c for c in contacts if c["_id"] in held and entries.get(c["_id"]) is held[c["_id"]]]
         self.cache.drop(ids)
         generation = self.cache.generation  # no await from the drop to the puts
         for contact in kept:

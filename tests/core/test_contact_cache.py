@@ -125,25 +125,22 @@ async def test_a_process_skips_its_own_announcements_and_hears_everyone_elses(ma
         assert cache_a.get("x") == contact("x")
 
 
-async def test_a_rule_transaction_replaces_only_the_copy_it_read(harness):
-    """`committed`: a cached contact equal to what the transaction read takes the written state;
-    one that changed meanwhile (a hit wrote it and read it again) is dropped, never overwritten
-    with the transaction's older view; an uncached one is not added."""
+async def test_a_rule_transaction_replaces_only_the_copy_it_held(harness):
+    """`committed`: a contact whose cached object is still the one held before the transaction
+    takes the written state; one replaced meanwhile (a hit wrote it and read it again) is
+    dropped, never overwritten with the transaction's older view; an uncached one is not added."""
     contacts = harness.services.storage.contacts
     cache = contacts.cache
     await asyncio.wait_for(cache.on.wait(), 10)
-    read = {"_id": "a", "fields": {}, "points": 0}
-    written = {**read, "points": 10}
-    cache.put(read, cache.generation)
+    cache.put({"_id": "a", "fields": {}, "points": 0}, cache.generation)
+    cache.put({"_id": "b", "fields": {}, "points": 0}, cache.generation)
+    held = contacts.cached_now(["a", "b", "c"])
+    assert set(held) == {"a", "b"}
+    cache.drop(["b"])  # a hit of b's visitor wrote b, and read it again
     cache.put({"_id": "b", "fields": {"firstname": "Ann"}, "points": 0}, cache.generation)
-    await contacts.committed(
-        [
-            (read, written),
-            ({"_id": "b", "fields": {}, "points": 0}, {"_id": "b", "fields": {}, "points": 10}),
-            ({"_id": "c", "fields": {}}, {"_id": "c", "fields": {}, "points": 10}),
-        ]
-    )
-    assert cache.get("a") == written
+    written = [{"_id": name, "fields": {}, "points": 10} for name in "abc"]
+    await contacts.committed(written, held)
+    assert cache.get("a") == written[0]
     assert cache.get("b") is None and cache.get("c") is None
 
 
