@@ -163,3 +163,8 @@ async def test_the_readme_form_management_example_works_as_written(api: Api) -> 
         "pending" if dt.datetime.now(dt.UTC) < dt.datetime(2026, 12, 1, 9, tzinfo=dt.UTC) else "published"
     )
     assert updated["status"] == expected
+    kiosk = next(b for b in re.findall(r"```graphql\n(.*?)```", readme, re.S) if "kiosk: true" in b)
+    assert (await api(kiosk, role="admin"))["createForm"] == {"id": 2, "kiosk": True, "status": "published"}
+    delete = next(b for b in re.findall(r"```graphql\n(.*?)```", readme, re.S) if "deleteForm(id: 2)" in b)
+    assert (await api(delete, role="admin")) == {"deleteForm": True}  # verbatim, comment included
+    assert [form["id"] for form in (await api("{ forms { id } }"))["forms"]] == [1]
