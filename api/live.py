@@ -35,6 +35,7 @@ from api.context import Context
 from api.schema import schema, should_mask
 from api.schema.limits import InternalErrorMask
 from api.schema.subscription import ActivityEvent
+from contact_monitor.storage.redis_client import stop_if_cancelled
 from subscriptions.feed import FeedItem
 from subscriptions.shared import LiveOperation
 
@@ -136,9 +137,7 @@ async def until_cancelled() -> None:
     """Wait for the cancellation that ends this operation; at once when it came already (a
     cancel that arrived while a send to a closing socket ran can end as that send's error, and
     waiting for another would hold the socket, and the server's shutdown, forever)."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
+    stop_if_cancelled()
     await asyncio.Event().wait()
 
 

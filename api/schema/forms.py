@@ -74,15 +74,6 @@ async def update_form(
     for arg, value in given.items():
         if value is None:
             raise BadUserInput(f"{arg} cannot be null (leave it out to keep it)")
-    definition = FormDefinition(
-        form.name,
-        form.fields,
-        form.post_action,
-        form.post_action_property,
-        form.kiosk,
-        form.publish_up,
-        form.publish_down,
-    )
     changes: dict[str, Any] = {k: v for k, v in given.items() if v is not strawberry.UNSET}
     if "fields" in changes:
         changes["fields"] = _fields(fields or [])
@@ -96,7 +87,7 @@ async def update_form(
     )
     try:
         updated = await forms.update(
-            id, dataclasses.replace(definition, **changes), contact_fields=await _aliases(info)
+            id, dataclasses.replace(form.definition, **changes), contact_fields=await _aliases(info)
         )
     except FormError as exc:
         raise BadUserInput(str(exc)) from None

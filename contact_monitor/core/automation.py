@@ -28,7 +28,8 @@ from redis.exceptions import RedisError, ResponseError
 
 from contact_monitor.core.loops import Worker
 from contact_monitor.core.rules import RuleEngine
-from contact_monitor.core.webhooks import Webhooks, stop_if_cancelled
+from contact_monitor.core.webhooks import Webhooks
+from contact_monitor.storage.redis_client import stop_if_cancelled
 
 log = logging.getLogger(__name__)
 

@@ -39,6 +39,7 @@ from contact_monitor.core.errors import BadUserInput
 from contact_monitor.core.loops import Worker
 from contact_monitor.storage import Storage
 from contact_monitor.storage.documents import Document
+from contact_monitor.storage.redis_client import stop_if_cancelled
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +60,6 @@ SLOW_SECONDS = 60.0
 SLOW = "slow"
 DELIVERY_RETENTION = dt.timedelta(days=30)
 SWEEP_SECONDS = 3600.0
-
-
-def stop_if_cancelled() -> None:
-    """Inside a loop that retries on errors: a cancellation that a library turned into one of
-    them (a timeout raised instead of CancelledError) still stops the task."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 def signature(secret: str, body: bytes) -> str:

@@ -59,6 +59,19 @@ class Form:
         `formName`): lower-case letters and digits ("form" when none are left)."""
         return re.sub(r"[^a-z0-9]", "", self.name.lower()) or "form"
 
+    @property
+    def definition(self) -> FormDefinition:
+        """What createForm / updateForm set of it (updateForm replaces what is given)."""
+        return FormDefinition(
+            self.name,
+            self.fields,
+            self.post_action,
+            self.post_action_property,
+            self.kiosk,
+            self.publish_up,
+            self.publish_down,
+        )
+
     def status(self, now: dt.datetime) -> Status:
         """Whether it accepts submissions at `now`, and if not why (Mautic's publish status)."""
         if self.deleted:

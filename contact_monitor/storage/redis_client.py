@@ -7,7 +7,9 @@ cancelled meanwhile: measured on this machine, about one cancel in four during a
 goes on as if nothing had happened: a websocket subscription closed while it read its history
 kept its socket (and the server's shutdown waiting for it) forever. Every command, pipeline and
 pub/sub read through this client checks, once it returns, whether its task was cancelled, and
-raises CancelledError if so (tests/storage/test_redis_client.py).
+raises CancelledError if so (tests/storage/test_redis_client.py). `stop_if_cancelled` is the
+same check for any other await a library may end that way (loops that retry on errors, a write
+to a closing websocket).
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from redis.asyncio.client import Pipeline as _Pipeline
 from redis.asyncio.client import PubSub as _PubSub
 
 
-def checkpoint() -> None:
-    """Raise the CancelledError that the current task's cancellation should have raised."""
+def stop_if_cancelled() -> None:
+    """Raise the CancelledError that the current task's cancellation should have raised (a
+    library ended the awaited call normally, or with its own error, instead)."""
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
@@ -32,7 +35,7 @@ class Pipeline(_Pipeline):
         try:
             return await super().execute(raise_on_error)
         finally:
-            checkpoint()
+            stop_if_cancelled()
 
 
 class PubSub(_PubSub):
@@ -40,7 +43,7 @@ class PubSub(_PubSub):
         try:
             return await super().get_message(*args, **kwargs)
         finally:
-            checkpoint()
+            stop_if_cancelled()
 
 
 class Redis(_Redis):
@@ -48,7 +51,7 @@ class Redis(_Redis):
         try:
             return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
         finally:
-            checkpoint()
+            stop_if_cancelled()
 
     def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Pipeline:
         return Pipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)

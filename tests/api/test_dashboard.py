@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redis.exceptions import RedisError
 
 from api.web import STATIC
 from contact_monitor.core.traffic import MAX_SITES, OTHER, UNKNOWN, TrafficLog, site_of
@@ -198,3 +199,22 @@ def test_the_site_of_a_request() -> None:
 def test_the_static_files_are_package_data() -> None:
     pyproject = (Path(__file__).parents[2] / "pyproject.toml").read_text()
     assert 'api = ["static/*/*"]' in pyproject
+
+
+async def test_traffic_counts_are_dropped_not_queued_while_redis_is_down(harness: Harness) -> None:
+    """A flush that Redis refuses loses that second's counts (docs/dashboard.md) and holds
+    nothing back: memory stays bounded, and the next flush to a Redis that answers works."""
+    from contact_monitor.storage.redis_client import Redis
+
+    down = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=1)
+    traffic = TrafficLog(down, harness.settings.redis_prefix)
+    traffic.note("https://shop.example.com", "recorded", "https://shop.example.com/a")
+    with pytest.raises(RedisError):
+        await traffic.flush()
+    assert traffic._sites == {} and traffic._minutes == {}
+    await down.aclose()
+    traffic.redis = harness.redis
+    traffic.note("https://shop.example.com", "recorded", "https://shop.example.com/b")
+    await traffic.flush()
+    [(origin, _, fields)] = await traffic.sites(10)
+    assert origin == "https://shop.example.com" and fields["recorded"] == "1"
