@@ -96,6 +96,12 @@ class StreamHub:
         # visitorsOnline's counts of this process (subscriptions/feed.py), made on first use.
         self.online: VisitorsOnline | None = None
         self.last_id = "$"
+        # No subscriber: the reader waits instead of reading (entries fetched for nobody cost the
+        # process ~10 us each at full ingest). The first subscriber moves `last_id` to the end of
+        # the stream and wakes it, under `_joining`.
+        self.idle = False
+        self._woken = asyncio.Event()
+        self._joining = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         # Supervision: how often the reader died of something other than a Redis error, and of
         # what last (reported by /health).
@@ -121,7 +127,14 @@ class StreamHub:
         self, accepts: Callable[[Event], bool] | None = None
     ) -> AsyncIterator[Subscriber[Event]]:
         subscriber: Subscriber[Event] = Subscriber(self.queue_limit, accepts)
-        self.subscribers.add(subscriber)
+        async with self._joining:
+            if self.idle:
+                # Events from now on: the stream's newest entry is read before the subscriber
+                # joins, so everything appended after this call is offered to it.
+                self.last_id = await self._newest_id()
+                self.idle = False
+                self._woken.set()
+            self.subscribers.add(subscriber)
         await self._notify()
         try:
             yield subscriber
@@ -137,12 +150,22 @@ class StreamHub:
         async with self._changed:
             await self._changed.wait_for(lambda: predicate(self))
 
+    async def _newest_id(self) -> str:
+        try:
+            newest: Any = await self.redis.xrevrange(self.stream_key, count=1)
+        except RedisError:  # nothing is appended while Redis does not answer: the next entry
+            return "$"
+        return _text(newest[0][0]) if newest else "0-0"
+
     async def caught_up(self) -> None:
-        """Until the reader has fanned out every entry the stream holds now."""
+        """Until the reader has fanned out every entry the stream holds now (at once while idle:
+        nobody to fan out to)."""
         newest: Any = await self.redis.xrevrange(self.stream_key, count=1)
-        if newest:
+        if newest and not self.idle:
             target = stream_id(_text(newest[0][0]))
-            await self.wait_for(lambda hub: hub.last_id != "$" and stream_id(hub.last_id) >= target)
+            await self.wait_for(
+                lambda hub: hub.idle or (hub.last_id != "$" and stream_id(hub.last_id) >= target)
+            )
 
     def status(self) -> str:
         """For /health: "ok", "stopped", or the restarts and the last failure."""
@@ -172,6 +195,12 @@ class StreamHub:
     async def _run(self) -> None:
         delay = 0.1
         while True:
+            if not self.subscribers and not self._joining.locked():
+                self.idle = True
+                self._woken.clear()
+                await self._notify()
+                await self._woken.wait()
+                continue
             try:
                 response = await self.redis.xread(
                     {self.stream_key: self.last_id}, count=500, block=self.block_ms
@@ -188,7 +217,7 @@ class StreamHub:
                     entry_id = _text(raw_id)
                     self.last_id = entry_id
                     if not self.subscribers:
-                        continue  # nobody to give it to: not even parsed
+                        continue  # the last one left during the read: not even parsed
                     event = parse(fields)
                     if event is None:
                         continue

@@ -27,7 +27,7 @@ import orjson
 from bson import ObjectId
 from pymongo.errors import PyMongoError
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from contact_monitor.storage import Storage
 from contact_monitor.storage.outbox import OutboxRepository
@@ -140,6 +140,15 @@ return #KEYS - 1
 """
 MARKER_SECONDS = 7 * 24 * 3600
 OUTBOX_BATCH = 500
+# A batch's entries in one command (ARGV[1]: MAXLEN, then the events), their ids in order: a
+# pipeline of one XADD each costs the process about twice as much per entry.
+APPEND = """
+local ids = {}
+for i = 2, #ARGV do
+  ids[i - 1] = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'event', ARGV[i])
+end
+return ids
+"""
 
 
 PUBLISH_BATCH = 512  # stream entries per pipelined round trip at most
@@ -176,6 +185,7 @@ class ActivityPublisher:
         self.backlog = False  # entries of this process wait in the outbox
         self._pending: list[Publication] = []
         self._sender: asyncio.Task[None] | None = None
+        self._append_sha: str | None = None
         self.waiting = asyncio.Event()  # something was put in the outbox
         self.drained = asyncio.Event()  # the outbox was emptied (tests and readiness wait on it)
 
@@ -222,11 +232,7 @@ class ActivityPublisher:
                 await self._defer(activities, events)
             else:
                 try:
-                    async with self.redis.pipeline(transaction=False) as pipe:
-                        for event in events:
-                            pipe.xadd(self.stream_key, {"event": event}, maxlen=self.maxlen, approximate=True)
-                        self._track_online(pipe, activities)
-                        raw = (await pipe.execute())[: len(events)]
+                    raw = await self._append(activities, events)
                     ids = [i.decode() if isinstance(i, bytes) else str(i) for i in raw]
                 except RedisError:
                     if self.outbox is None:
@@ -244,6 +250,22 @@ class ActivityPublisher:
             if not future.done():  # the caller may have given up (cancelled)
                 future.set_result(ids[offset : offset + len(evs)])
             offset += len(evs)
+
+    async def _append(self, activities: Sequence[Activity], events: Sequence[str]) -> list[Any]:
+        """The entries (one script call) and the online set, in one pipelined round trip."""
+        for attempt in range(2):
+            if self._append_sha is None:
+                self._append_sha = await self.redis.script_load(APPEND)
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.evalsha(self._append_sha, 1, self.stream_key, self.maxlen, *events)
+                    self._track_online(pipe, activities)
+                    return list((await pipe.execute())[0])
+            except NoScriptError:  # Redis restarted (or SCRIPT FLUSH) since it was loaded
+                self._append_sha = None
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
 
     async def _defer(self, activities: Sequence[Activity], events: Sequence[str]) -> None:
         assert self.outbox is not None
@@ -295,15 +317,25 @@ class ActivityPublisher:
         if self.online_key is None:
             return
         newest = None
+        seen: dict[str, float] = {}  # the page hits since the last removal: one ZADD for them
+
+        def add_seen() -> None:
+            if seen:
+                pipe.zadd(self.online_key, dict(seen))
+                seen.clear()
+
         for activity in activities:
             if activity.type == "page_hit":
                 now = activity.occurred_at.timestamp()
-                pipe.zadd(self.online_key, {activity.contact_id: now})
+                seen[activity.contact_id] = max(now, seen.get(activity.contact_id, now))
                 newest = now if newest is None else max(newest, now)
-            elif activity.type == "contact_merged":
-                pipe.zrem(self.online_key, str(activity.data.get("merged_id")))
-            elif activity.type == "contact_deleted":
-                pipe.zrem(self.online_key, activity.contact_id)
+            elif activity.type in ("contact_merged", "contact_deleted"):
+                add_seen()  # in order: a hit before the removal must not bring the id back after it
+                if activity.type == "contact_merged":
+                    pipe.zrem(self.online_key, str(activity.data.get("merged_id")))
+                else:
+                    pipe.zrem(self.online_key, activity.contact_id)
+        add_seen()
         if newest is not None:  # once per batch
             pipe.zremrangebyscore(self.online_key, "-inf", newest - ONLINE_RETENTION_SECONDS)
 

@@ -215,3 +215,18 @@ async def test_an_ip_guess_never_causes_a_merge(make_harness):
         assert again["id"] == ann["id"]
         assert await h.db.contacts.count_documents({"_id": someone["id"]}) == 1  # not merged into Ann
         assert await h.db.merges.count_documents({}) == 0
+
+
+async def test_a_refused_new_contact_leaves_no_device_behind(harness):
+    """A new contact refused by the database (here by a collection validator): no device, no hit
+    naming it is written (the device is made after the contact, the hit after both)."""
+    await harness.db.command("collMod", "contacts", validator={"refused": {"$exists": True}})
+    try:
+        response = await harness.client.post("/mtc/event", data={"page_url": "https://s.test/x"})
+        assert response.status_code == 503
+    finally:
+        await harness.db.command("collMod", "contacts", validator={})
+    assert await harness.db.devices.count_documents({}) == 0
+    assert await harness.db.hits.count_documents({}) == 0
+    body = await harness.event(page_url="https://s.test/y")  # and the next visit is whole
+    assert await harness.db.devices.count_documents({"contact_id": body["id"]}) == 1

@@ -105,13 +105,16 @@ async def test_concurrent_publishes_share_one_round_trip_and_keep_their_own_ids(
         [Activity("page_hit", f"c{i}", now, {"n": f"{i}-{j}"}) for j in range(1 + i % 3)] for i in range(20)
     ]
 
-    async def trims() -> int:
+    async def calls() -> tuple[int, int]:
         stats = await harness.redis.info("commandstats")
-        return int(stats.get("cmdstat_zremrangebyscore", {}).get("calls", 0))
+        return tuple(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("zremrangebyscore", "zadd"))
 
-    before = await trims()
+    before = await calls()
     results = await asyncio.gather(*(publisher.publish(activities, None) for activities in callers))
-    assert await trims() == before + 1
+    after = await calls()
+    assert (after[0] - before[0], after[1] - before[1]) == (1, 1)  # one trim, one ZADD for all
+    online = harness.settings.online_key
+    assert all([await harness.redis.zscore(online, f"c{i}") == now.timestamp() for i in range(20)])
     entries = {
         (raw_id.decode()): json.loads(fields[b"event"])["n"]
         for raw_id, fields in await harness.redis.xrange(harness.settings.stream_key)
@@ -121,3 +124,32 @@ async def test_concurrent_publishes_share_one_round_trip_and_keep_their_own_ids(
     assert list(entries.values())[-sum(len(c) for c in callers) :] == [
         f"{i}-{j}" for i in range(20) for j in range(1 + i % 3)
     ]
+
+
+async def test_the_online_set_follows_hits_and_removals_in_their_order(harness):
+    """One batch: a hit, then the contact's deletion (gone), then another contact's hit, a merge
+    of it (the loser gone), then a hit of the winner: the set is what the order says."""
+    now = dt.datetime.now(dt.UTC)
+    batch = [
+        Activity("page_hit", "gone", now),
+        Activity("contact_deleted", "gone", now),
+        Activity("page_hit", "loser", now),
+        Activity("contact_merged", "winner", now, {"merged_id": "loser"}),
+        Activity("page_hit", "winner", now),
+    ]
+    await harness.services.publisher.publish(batch, None)
+    members = await harness.redis.zrange(harness.settings.online_key, 0, -1)
+    assert members == [b"winner"]
+
+
+async def test_publishing_survives_a_flushed_script_cache(harness):
+    """Entries are appended by a script loaded once; after SCRIPT FLUSH (or a Redis restart) it
+    is loaded again and nothing is lost or repeated."""
+    now = dt.datetime.now(dt.UTC)
+    publisher = harness.services.publisher
+    first = await publisher.publish([Activity("page_hit", "a", now, {"n": "1"})], None)
+    await harness.redis.script_flush()
+    second = await publisher.publish([Activity("page_hit", "b", now, {"n": "2"})], None)
+    entries = await harness.redis.xrange(harness.settings.stream_key)
+    assert [raw_id.decode() for raw_id, _ in entries][-2:] == first + second
+    assert [json.loads(fields[b"event"])["n"] for _, fields in entries][-2:] == ["1", "2"]

@@ -313,3 +313,27 @@ async def test_events_a_filter_does_not_want_take_no_place_in_the_queue(make_har
         event = await take(feed)
         assert event["type"] == "CUSTOM_ACTIVITY" and event["data"]["activity_type"] == "forum_post"
         await feed.close()
+
+
+async def test_without_subscribers_the_reader_rests_and_a_newcomer_gets_what_follows(harness):
+    """Nobody subscribed: the reader fetches nothing (entries pass it by). The first subscriber
+    starts from the stream's end as it joins: not the entries that went by unread, and not one
+    appended after it joined is missed."""
+    hub = harness.hub
+    await hub.wait_for(lambda h: h.idle)
+    resting_at = hub.last_id
+    await harness.event(page_url="https://s.test/unwatched")
+    await harness.event(page_url="https://s.test/unwatched-too")
+    await hub.caught_up()
+    assert hub.idle and hub.last_id == resting_at
+    async with hub.subscribe() as subscriber:
+        assert not hub.idle and hub.last_id != resting_at
+        body = await harness.event(page_url="https://s.test/watched")
+        seen: list[dict[str, Any]] = []
+        while not any(e.get("type") == "page_hit" for e in seen):
+            item = await asyncio.wait_for(subscriber.get(), TIMEOUT)
+            assert not isinstance(item, Lagged)
+            seen.append(item[1])
+    assert [e["type"] for e in seen] == ["page_hit"]  # the same visitor: no contact_created
+    assert seen[0]["contact_id"] == body["id"] and seen[0]["hit"]["url"] == "https://s.test/watched"
+    await hub.wait_for(lambda h: h.idle)  # the last one left: resting again
