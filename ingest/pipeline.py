@@ -61,6 +61,14 @@ class Visit:
 
 
 @dataclass(slots=True)
+class Unwritten:
+    """A visit's new contact and device, drafted and not written yet (None: nothing new)."""
+
+    contact: Document | None = None
+    device: Document | None = None
+
+
+@dataclass(slots=True)
 class Outcome:
     contact_id: str | None = None
     device_id: str | None = None
@@ -108,8 +116,13 @@ class IngestPipeline:
             claimed, applied = self.claims_of(visitor, claims, values, notes)
             applied = await self.without_others_values(visitor, applied, registry, notes)
             try:
-                contact, created, changes = await self.apply_changes(
-                    visitor, visit, applied, registry, tags=not (claimed and visitor.identified)
+                contact, created, changes, drafted = await self.apply_changes(
+                    visitor,
+                    visit,
+                    applied,
+                    registry,
+                    tags=not (claimed and visitor.identified),
+                    draft=not claimed,
                 )
                 break
             except DuplicateKeyError:
@@ -123,23 +136,33 @@ class IngestPipeline:
             activities.append(Activity("contact_created", contact["_id"], now))
         activities.extend(changes)
 
-        device = visitor.device or await self.identity.device_for(
-            contact["_id"],
-            visit.user_agent.as_document(),
-            hit.fingerprint.as_document(),
-            now,
-            new_contact=created,
-        )
+        # What is new is written together, in one group commit round: the contact (when no
+        # unique key could refuse it), the device, the hit.
+        new = Unwritten(contact=contact if drafted else None)
+        device = visitor.device
+        if device is None:
+            device, drafted_device = await self.identity.device_for(
+                contact["_id"],
+                visit.user_agent.as_document(),
+                hit.fingerprint.as_document(),
+                now,
+                new_contact=created,
+            )
+            new.device = device if drafted_device else None
         outcome.contact_id = contact["_id"]
         outcome.device_id = device["_id"]
-        if claimed:
+        if claimed:  # the contact is written already (claims are never drafted)
             await self.storage.contacts.add_claims(contact["_id"], claimed, now)
 
         if visit.form is not None:
             activities.append(Activity("form_submitted", contact["_id"], now, dict(visit.form)))
         if visit.endpoint in ("pixel", "event"):
-            outcome.hit_id, page_hit = await self.store_hit(visit, contact["_id"], device)
+            outcome.hit_id, page_hit = await self.store_hit(visit, contact["_id"], device, new)
             activities.append(page_hit)
+        else:
+            await self.storage.store_visit(contact=new.contact, device=new.device)
+        if new.device is not None:
+            self.identity.stored_device(new.device)
         await self.services.recorder.record(activities, contact)
         return outcome
 
@@ -204,24 +227,30 @@ class IngestPipeline:
             return claimed, {}
         return claimed, values
 
-    async def store_hit(self, visit: Visit, contact_id: str, device: Document) -> tuple[str, Activity]:
+    async def store_hit(
+        self, visit: Visit, contact_id: str, device: Document, new: Unwritten
+    ) -> tuple[str, Activity]:
         """The hit (written once: its time on page is derived when read; with UTM codes it is the
-        UTM record too), and the device's visit when something about the device changed."""
+        UTM record too) with the visit's new contact and device, and the device's visit when
+        something about a known device changed."""
         hit = visit.hit
         now = hit.occurred_at
         hit_id = visit.hit_id or ObjectId()
         hit_doc = self.hit_document(hit_id, visit, contact_id, device["_id"])
         devices = self.storage.devices
-        update = devices.visit_update(
-            device,
-            now=now,
-            user_agent=visit.user_agent.as_document(),
-            fingerprint=hit.fingerprint.as_document(),
-        )
+        write = self.storage.store_visit(contact=new.contact, device=new.device, hit=hit_doc)
+        update = None
+        if new.device is None:
+            update = devices.visit_update(
+                device,
+                now=now,
+                user_agent=visit.user_agent.as_document(),
+                fingerprint=hit.fingerprint.as_document(),
+            )
         if update is None:  # most page views: only the hit is written
-            await self.storage.hits.insert(hit_doc)
+            await write
         else:
-            _, seen = await asyncio.gather(self.storage.hits.insert(hit_doc), devices.seen(device, update))
+            _, seen = await asyncio.gather(write, devices.seen(device, update))
             self.identity.devices.put(seen)
         activity = Activity(
             "page_hit",
@@ -240,10 +269,13 @@ class IngestPipeline:
         registry: Mapping[str, FieldDefinition],
         *,
         tags: bool = True,
-    ) -> tuple[Document, bool, list[Activity]]:
+        draft: bool = False,
+    ) -> tuple[Document, bool, list[Activity], bool]:
         """Fields, identity keys, tags and last activity: one insert for a new contact, at most
-        one update for a known one. Returns the contact as it is after, whether it is new, and the
-        activities of the change."""
+        one update for a known one. Returns the contact as it is after, whether it is new, the
+        activities of the change, and whether the contact is a draft, not written yet: with
+        `draft`, a new contact that no unique key can refuse is left to the caller to write
+        with the visit (one group commit round for the contact, its device and its hit)."""
         hit = visit.hit
         now = hit.occurred_at
         contact = visitor.contact or {}
@@ -263,8 +295,11 @@ class IngestPipeline:
                 self.storage, contact.get("tags", []), hit.tags, now
             )
         if visitor.contact is None:
+            if draft and not change.add_ids:
+                drafted = contacts.draft(self.storage, change, now, visit.ip)
+                return drafted, True, change.activities(drafted["_id"], now), True
             created = await contacts.create(self.storage, change, now, visit.ip)
-            return created, True, change.activities(created["_id"], now)
+            return created, True, change.activities(created["_id"], now), False
 
         last_active = contact.get("last_active")
         nothing_new = not change and contact.get("last_ip") == visit.ip
@@ -274,7 +309,7 @@ class IngestPipeline:
                 raise DuplicateKeyError("contact vanished during the visit")
         updated = change.applied_to(contact)
         updated["last_active"] = max(contact.get("last_active", now), now)
-        return updated, False, change.activities(contact["_id"], now)
+        return updated, False, change.activities(contact["_id"], now), False
 
     def hit_document(self, hit_id: ObjectId, visit: Visit, contact_id: str, device_id: str) -> Document:
         hit = visit.hit

@@ -174,6 +174,19 @@ async def create(storage: Storage, change: ContactChange, now: dt.datetime, ip: 
     )
 
 
+def draft(storage: Storage, change: ContactChange, now: dt.datetime, ip: str | None) -> Document:
+    """`create`'s contact, not written yet: for a contact no unique key can refuse, written with
+    the visit that makes it (`Storage.store_visit`)."""
+    return storage.contacts.draft(
+        now,
+        ip,
+        fields=change.after,
+        ids=change.add_ids,
+        tags=change.added_tags,
+        identified=not change.anonymous,
+    )
+
+
 async def existing_contact(storage: Storage, contact_id: str) -> Document:
     contact = await storage.contacts.resolve(contact_id)
     if contact is None:

@@ -211,16 +211,19 @@ class IdentityResolver:
         now: dt.datetime,
         *,
         new_contact: bool,
-    ) -> Document:
-        """A device of this contact for this browser: a similar existing one, or a new one."""
+    ) -> tuple[Document, bool]:
+        """A device of this contact for this browser: a similar existing one (False), or a new
+        one, not written yet (True): the caller writes it with the visit (`Storage.store_visit`)
+        and then hands it to `stored_device`."""
         if not new_contact:
             similar = await self.storage.devices.find_similar(contact_id, user_agent)
             if similar is not None:
                 self.devices.put(similar)
-                return similar
-        device = await self.storage.devices.create(contact_id, now, user_agent, fingerprint)
+                return similar, False
+        return self.storage.devices.draft(contact_id, now, user_agent, fingerprint), True
+
+    def stored_device(self, device: Document) -> None:
         self.devices.put(device)
-        return device
 
 
 async def sweep_merged(storage: Storage, contact_ids: Iterable[str]) -> int:

@@ -52,8 +52,7 @@ class Services:
             await sweep_merged(storage, {d["contact_id"] for d in documents if "contact_id" in d})
 
         # Writes naming a contact that a concurrent merge removed end on the survivor.
-        storage.hits.hit_inserts.after_write = sweep
-        storage.devices.inserts.after_write = sweep
+        storage.writes.after_write = sweep
         recorder.after_write = sweep
         fields = FieldRegistry(storage, settings.field_cache_seconds)
         invalidations = Invalidations(redis, settings.redis_prefix, fields, storage.contacts.cache)

@@ -113,12 +113,19 @@ class ContactCache:
 
 
 class ContactRepository:
-    def __init__(self, db: AsyncDatabase[Document], *, cache_size: int = DEFAULT_CACHE_SIZE) -> None:
+    def __init__(
+        self,
+        db: AsyncDatabase[Document],
+        *,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+        inserts: InsertBatcher | None = None,
+    ) -> None:
         self.contacts = db["contacts"]
         self.merges = db["merges"]
         # One entry per merge: what the loser was, what moved, and whether it was undone.
         self.merge_log = db["merge_log"]
-        self.inserts = InsertBatcher(self.contacts)
+        # New contacts' group commit (shared with devices and hits: `Storage.writes`).
+        self.inserts = inserts or InsertBatcher(self.contacts)
         self.cache = ContactCache(cache_size)
         # Set by the app (contact_monitor.core.invalidation); None: nobody else to tell.
         self.announce: Announcer | None = None
@@ -179,6 +186,24 @@ class ContactRepository:
     ) -> Document:
         """A new contact, written with its values and unique keys in one insert: a key that
         another contact holds raises `DuplicateKeyError` and nothing is written."""
+        contact = self.draft(now, ip, fields=fields, ids=ids, tags=tags, identified=identified)
+        generation = self.cache.generation
+        await self.inserts.insert(contact, self.contacts)  # with concurrent requests' writes
+        self.cache.put(contact, generation)  # exactly what was written
+        return contact
+
+    def draft(
+        self,
+        now: dt.datetime,
+        ip: str | None,
+        *,
+        fields: Mapping[str, object] | None = None,
+        ids: Iterable[str] = (),
+        tags: Iterable[str] = (),
+        identified: bool = False,
+    ) -> Document:
+        """A new contact's document, not written yet (`create` writes one; the tracking path
+        writes it along with the visit's device and hit: `Storage.store_visit`)."""
         contact: Document = {
             "_id": new_contact_id(),
             "created_at": now,
@@ -193,9 +218,6 @@ class ContactRepository:
         }
         if keys := list(ids):
             contact["ids"] = keys  # absent rather than empty: the unique index is sparse
-        generation = self.cache.generation
-        await self.inserts.insert(contact)  # with the new contacts of concurrent requests
-        self.cache.put(contact, generation)  # exactly what was written
         return contact
 
     async def find_by_unique(self, keys: Iterable[str]) -> Document | None:

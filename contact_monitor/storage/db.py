@@ -56,6 +56,9 @@ class Storage:
     outbox: OutboxRepository
     rules: RuleRepository
     webhooks: WebhookRepository
+    # The hot path's group commit: new contacts, then new devices, then hits, one insert_many
+    # each per batch and one command at a time (storage/batch.py).
+    writes: InsertBatcher
 
     @classmethod
     def connect(
@@ -75,12 +78,13 @@ class Storage:
             event_listeners=list(event_listeners),
         )
         db = client[database]
+        writes = InsertBatcher(db["contacts"], db["devices"], db["hits"])
         return cls(
             client=client,
             db=db,
-            contacts=ContactRepository(db, cache_size=contact_cache_size),
-            devices=DeviceRepository(db),
-            hits=HitRepository(db),
+            contacts=ContactRepository(db, cache_size=contact_cache_size, inserts=writes),
+            devices=DeviceRepository(db, inserts=writes),
+            hits=HitRepository(db, inserts=writes),
             tags=TagRepository(db),
             fields=FieldRepository(db),
             audit=AuditRepository(db),
@@ -90,6 +94,7 @@ class Storage:
             outbox=OutboxRepository(db),
             rules=RuleRepository(db),
             webhooks=WebhookRepository(db),
+            writes=writes,
         )
 
     async def create_indexes(self) -> None:
@@ -108,9 +113,31 @@ class Storage:
         ):
             await repository.create_indexes()
 
+    async def store_visit(
+        self, *, contact: Document | None = None, device: Document | None = None, hit: Document | None = None
+    ) -> None:
+        """A visit's new documents in one group commit round: the contact, then the device, then
+        the hit, each only once the ones before it are stored (nothing names a contact or device
+        that could not be written). The contact is cached as written."""
+        parts = [
+            (collection, document)
+            for collection, document in (
+                (self.contacts.contacts, contact),
+                (self.devices.devices, device),
+                (self.hits.hits, hit),
+            )
+            if document is not None
+        ]
+        if not parts:
+            return
+        generation = self.contacts.cache.generation
+        await self.writes.insert_together(parts)
+        if contact is not None:
+            self.contacts.cache.put(contact, generation)
+
     def batchers(self) -> tuple[InsertBatcher, ...]:
         """The group commits of the hot path (storage/batch.py)."""
-        return (self.contacts.inserts, self.devices.inserts, self.hits.hit_inserts)
+        return (self.writes,)
 
     async def close(self) -> None:
         """Write the inserts still pending (group commit), then close the client."""

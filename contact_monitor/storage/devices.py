@@ -28,9 +28,9 @@ SEEN_RESOLUTION = dt.timedelta(seconds=60)
 
 
 class DeviceRepository:
-    def __init__(self, db: AsyncDatabase[Document]) -> None:
+    def __init__(self, db: AsyncDatabase[Document], *, inserts: InsertBatcher | None = None) -> None:
         self.devices = db["devices"]
-        self.inserts = InsertBatcher(self.devices)
+        self.inserts = inserts or InsertBatcher(self.devices)
 
     async def create_indexes(self) -> None:
         await self.devices.create_index([("contact_id", ASCENDING)])
@@ -47,20 +47,28 @@ class DeviceRepository:
         fingerprint: Mapping[str, object],
     ) -> Document:
         for _ in range(5):
-            device: Document = {
-                "_id": new_tracking_id(),
-                "contact_id": contact_id,
-                "created_at": now,
-                "last_seen": now,
-                "user_agent": dict(user_agent),
-                "fingerprint": dict(fingerprint),
-            }
+            device = self.draft(contact_id, now, user_agent, fingerprint)
             try:
-                await self.inserts.insert(device)  # with the new devices of concurrent requests
+                await self.inserts.insert(device, self.devices)  # with concurrent requests' writes
             except DuplicateKeyError:  # 36^23 ids: practically never
                 continue
             return device
         raise RuntimeError("could not allocate a unique device tracking id")
+
+    @staticmethod
+    def draft(
+        contact_id: str, now: dt.datetime, user_agent: Mapping[str, str], fingerprint: Mapping[str, object]
+    ) -> Document:
+        """A new device's document, not written yet (`create` writes one; the tracking path
+        writes it along with the visit's hit: `Storage.store_visit`)."""
+        return {
+            "_id": new_tracking_id(),
+            "contact_id": contact_id,
+            "created_at": now,
+            "last_seen": now,
+            "user_agent": dict(user_agent),
+            "fingerprint": dict(fingerprint),
+        }
 
     async def find_similar(self, contact_id: str, user_agent: Mapping[str, str]) -> Document | None:
         """A device of this contact with the same type, brand and model (Mautic's reuse rule)."""
