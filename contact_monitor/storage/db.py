@@ -83,7 +83,7 @@ class Storage:
             client=client,
             db=db,
             contacts=ContactRepository(db, cache_size=contact_cache_size, inserts=writes),
-            devices=DeviceRepository(db, inserts=writes),
+            devices=DeviceRepository(db),
             hits=HitRepository(db, inserts=writes),
             tags=TagRepository(db),
             fields=FieldRepository(db),

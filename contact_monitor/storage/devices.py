@@ -17,9 +17,7 @@ from collections.abc import Mapping
 
 from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
 
-from contact_monitor.storage.batch import InsertBatcher
 from contact_monitor.storage.documents import Document, Session, moved_back, moved_to
 from contact_monitor.storage.ids import new_tracking_id
 
@@ -28,9 +26,8 @@ SEEN_RESOLUTION = dt.timedelta(seconds=60)
 
 
 class DeviceRepository:
-    def __init__(self, db: AsyncDatabase[Document], *, inserts: InsertBatcher | None = None) -> None:
-        self.devices = db["devices"]
-        self.inserts = inserts or InsertBatcher(self.devices)
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        self.devices = db["devices"]  # new ones are written with their visit: Storage.store_visit
 
     async def create_indexes(self) -> None:
         await self.devices.create_index([("contact_id", ASCENDING)])
@@ -39,28 +36,13 @@ class DeviceRepository:
     async def get(self, tracking_id: str) -> Document | None:
         return await self.devices.find_one({"_id": tracking_id})
 
-    async def create(
-        self,
-        contact_id: str,
-        now: dt.datetime,
-        user_agent: Mapping[str, str],
-        fingerprint: Mapping[str, object],
-    ) -> Document:
-        for _ in range(5):
-            device = self.draft(contact_id, now, user_agent, fingerprint)
-            try:
-                await self.inserts.insert(device, self.devices)  # with concurrent requests' writes
-            except DuplicateKeyError:  # 36^23 ids: practically never
-                continue
-            return device
-        raise RuntimeError("could not allocate a unique device tracking id")
-
     @staticmethod
     def draft(
         contact_id: str, now: dt.datetime, user_agent: Mapping[str, str], fingerprint: Mapping[str, object]
     ) -> Document:
-        """A new device's document, not written yet (`create` writes one; the tracking path
-        writes it along with the visit's hit: `Storage.store_visit`)."""
+        """A new device's document, written by the tracking path along with the visit's hit
+        (`Storage.store_visit`). Tracking ids are 23 characters of 36 letters and digits: a
+        collision (a DuplicateKeyError for that request) does not happen in practice."""
         return {
             "_id": new_tracking_id(),
             "contact_id": contact_id,

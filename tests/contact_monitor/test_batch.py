@@ -121,3 +121,33 @@ async def test_a_failing_after_write_step_does_not_fail_stored_documents(collect
     await asyncio.gather(*(batcher.insert({"n": n}) for n in range(3)))
     assert sorted(seen) == [0, 1, 2]
     assert await coll.count_documents({}) == 3
+
+
+async def test_units_are_written_in_collection_order_and_stop_at_their_first_refusal(collection):
+    """A batcher over several collections: one insert_many per collection and batch, in the
+    order given; a unit whose first document is refused has its later ones not written (and
+    hears the refusal), its neighbours are whole."""
+    first, inserts = collection
+    second = first.database["batched_second"]
+    await first.insert_one({"_id": "taken"})
+    inserts.sizes.clear()
+    batcher = InsertBatcher(first, second, max_size=10, max_delay=3600)
+    seen: list[list[str]] = []
+
+    async def after_write(documents):
+        seen.append(sorted(str(document["_id"]) for document in documents))
+
+    batcher.after_write = after_write
+    results = await asyncio.gather(
+        batcher.insert_together([(second, {"_id": "a2"}), (first, {"_id": "a1"})]),
+        batcher.insert_together([(first, {"_id": "taken"}), (second, {"_id": "b2"})]),
+        batcher.insert({"_id": "c2"}, second),
+        batcher.close(),
+        return_exceptions=True,
+    )
+    assert results[0] is None and results[2] is None and isinstance(results[1], DuplicateKeyError)
+    assert inserts.sizes == [2, 2]  # a1 + taken, then a2 + c2: b2 was never sent
+    assert await second.count_documents({}) == 2 and await second.count_documents({"_id": "b2"}) == 0
+    assert seen == [["a1", "a2", "c2"]]  # one after-write step for the whole batch
+    with pytest.raises(ValueError, match="does not write"):
+        await batcher.insert({"_id": "x"}, first.database["elsewhere"])

@@ -230,3 +230,23 @@ async def test_a_refused_new_contact_leaves_no_device_behind(harness):
     assert await harness.db.hits.count_documents({}) == 0
     body = await harness.event(page_url="https://s.test/y")  # and the next visit is whole
     assert await harness.db.devices.count_documents({"contact_id": body["id"]}) == 1
+
+
+async def test_a_new_visitors_contact_device_and_hit_are_written_in_one_round(harness):
+    """One group commit round for the whole visit (not one for the contact, then one for the
+    device, then one for the hit): the merge sweep after it sees all three."""
+    writes = harness.services.storage.writes
+    rounds: list[set[str]] = []
+    sweep = writes.after_write
+
+    async def after_write(documents):
+        rounds.append({str(document["_id"]) for document in documents})
+        await sweep(documents)
+
+    writes.after_write = after_write
+    try:
+        body = await harness.event(page_url="https://s.test/first")
+    finally:
+        writes.after_write = sweep
+    hit = await harness.db.hits.find_one({"contact_id": body["id"]})
+    assert rounds == [{body["id"], body["device_id"], str(hit["_id"])}]
