@@ -53,6 +53,7 @@ class Services:
 
         # Writes naming a contact that a concurrent merge removed end on the survivor.
         storage.writes.after_write = sweep
+        storage.hit_writes.after_write = sweep
         recorder.after_write = sweep
         fields = FieldRegistry(storage, settings.field_cache_seconds)
         invalidations = Invalidations(redis, settings.redis_prefix, fields, storage.contacts.cache)

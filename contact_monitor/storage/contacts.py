@@ -124,7 +124,7 @@ class ContactRepository:
         self.merges = db["merges"]
         # One entry per merge: what the loser was, what moved, and whether it was undone.
         self.merge_log = db["merge_log"]
-        # New contacts' group commit (shared with devices and hits: `Storage.writes`).
+        # New contacts' group commit (with new devices and their hits: `Storage.writes`).
         self.inserts = inserts or InsertBatcher(self.contacts)
         self.cache = ContactCache(cache_size)
         # Set by the app (contact_monitor.core.invalidation); None: nobody else to tell.

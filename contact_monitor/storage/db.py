@@ -56,9 +56,12 @@ class Storage:
     outbox: OutboxRepository
     rules: RuleRepository
     webhooks: WebhookRepository
-    # The hot path's group commit: new contacts, then new devices, then hits, one insert_many
-    # each per batch and one command at a time (storage/batch.py).
+    # The hot path's group commits (storage/batch.py), two lanes with one batch in flight each:
+    # `writes` for visits that bring a new contact or device (the new contacts, then the new
+    # devices, then their hits, one insert_many each per batch), `hit_writes` for the hits of
+    # known visitors, which need not wait behind them.
     writes: InsertBatcher
+    hit_writes: InsertBatcher
 
     @classmethod
     def connect(
@@ -79,12 +82,13 @@ class Storage:
         )
         db = client[database]
         writes = InsertBatcher(db["contacts"], db["devices"], db["hits"])
+        hit_writes = InsertBatcher(db["hits"])
         return cls(
             client=client,
             db=db,
             contacts=ContactRepository(db, cache_size=contact_cache_size, inserts=writes),
             devices=DeviceRepository(db),
-            hits=HitRepository(db, inserts=writes),
+            hits=HitRepository(db, inserts=hit_writes),
             tags=TagRepository(db),
             fields=FieldRepository(db),
             audit=AuditRepository(db),
@@ -95,6 +99,7 @@ class Storage:
             rules=RuleRepository(db),
             webhooks=WebhookRepository(db),
             writes=writes,
+            hit_writes=hit_writes,
         )
 
     async def create_indexes(self) -> None:
@@ -118,7 +123,8 @@ class Storage:
     ) -> None:
         """A visit's new documents in one group commit round: the contact, then the device, then
         the hit, each only once the ones before it are stored (nothing names a contact or device
-        that could not be written). The contact is cached as written."""
+        that could not be written). The contact is cached as written. A known visitor's hit
+        alone goes to the lane of such hits."""
         parts = [
             (collection, document)
             for collection, document in (
@@ -130,6 +136,9 @@ class Storage:
         ]
         if not parts:
             return
+        if contact is None and device is None:
+            await self.hit_writes.insert_together(parts)
+            return
         generation = self.contacts.cache.generation
         await self.writes.insert_together(parts)
         if contact is not None:
@@ -137,7 +146,7 @@ class Storage:
 
     def batchers(self) -> tuple[InsertBatcher, ...]:
         """The group commits of the hot path (storage/batch.py)."""
-        return (self.writes,)
+        return (self.writes, self.hit_writes)
 
     async def close(self) -> None:
         """Write the inserts still pending (group commit), then close the client."""
