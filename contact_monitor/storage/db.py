@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pymongo import AsyncMongoClient
@@ -62,6 +62,10 @@ class Storage:
     # known visitors, which need not wait behind them.
     writes: InsertBatcher
     hit_writes: InsertBatcher
+    # Ids of the new contacts of visits being written right now (`store_visit`): nobody else
+    # can know them yet (no answer, cookie or stream entry has named them), so no merge can have
+    # removed them, and the merge check after their round leaves them out.
+    unannounced: set[str] = field(default_factory=set)
 
     @classmethod
     def connect(
@@ -140,9 +144,15 @@ class Storage:
             await self.hit_writes.insert_together(parts)
             return
         generation = self.contacts.cache.generation
-        await self.writes.insert_together(parts)
-        if contact is not None:
-            self.contacts.cache.put(contact, generation)
+        if contact is None:
+            await self.writes.insert_together(parts)
+            return
+        self.unannounced.add(contact["_id"])
+        try:
+            await self.writes.insert_together(parts)
+        finally:
+            self.unannounced.discard(contact["_id"])
+        self.contacts.cache.put(contact, generation)
 
     def batchers(self) -> tuple[InsertBatcher, ...]:
         """The group commits of the hot path (storage/batch.py)."""
