@@ -238,7 +238,6 @@ class IngestPipeline:
         hit_id = visit.hit_id or ObjectId()
         hit_doc = self.hit_document(hit_id, visit, contact_id, device["_id"])
         devices = self.storage.devices
-        write = self.storage.store_visit(contact=new.contact, device=new.device, hit=hit_doc)
         update = None
         if new.device is None:
             update = devices.visit_update(
@@ -247,6 +246,7 @@ class IngestPipeline:
                 user_agent=visit.user_agent.as_document(),
                 fingerprint=hit.fingerprint.as_document(),
             )
+        write = self.storage.store_visit(contact=new.contact, device=new.device, hit=hit_doc)
         if update is None:  # most page views: only the hit is written
             await write
         else:

@@ -100,6 +100,7 @@ class StreamHub:
         # process ~10 us each at full ingest). The first subscriber moves `last_id` to the end of
         # the stream and wakes it, under `_joining`.
         self.idle = False
+        self._resolve = False  # `last_id` must be set to the stream's end before the next read
         self._woken = asyncio.Event()
         self._joining = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -112,8 +113,7 @@ class StreamHub:
         self._changed = asyncio.Condition()
 
     async def start(self) -> None:
-        newest: Any = await self.redis.xrevrange(self.stream_key, count=1)
-        self.last_id = _text(newest[0][0]) if newest else "0-0"
+        self.last_id = await self._newest_id()
         self._task = asyncio.create_task(self._supervise(), name="activity-stream-reader")
 
     async def stop(self) -> None:
@@ -130,8 +130,12 @@ class StreamHub:
         async with self._joining:
             if self.idle:
                 # Events from now on: the stream's newest entry is read before the subscriber
-                # joins, so everything appended after this call is offered to it.
-                self.last_id = await self._newest_id()
+                # joins, so everything appended after this call is offered to it (when Redis
+                # does not answer, the reader reads it first, before anything else).
+                try:
+                    self.last_id, self._resolve = await self._newest_id(), False
+                except RedisError:
+                    self._resolve = True
                 self.idle = False
                 self._woken.set()
             self.subscribers.add(subscriber)
@@ -151,10 +155,7 @@ class StreamHub:
             await self._changed.wait_for(lambda: predicate(self))
 
     async def _newest_id(self) -> str:
-        try:
-            newest: Any = await self.redis.xrevrange(self.stream_key, count=1)
-        except RedisError:  # nothing is appended while Redis does not answer: the next entry
-            return "$"
+        newest: Any = await self.redis.xrevrange(self.stream_key, count=1)
         return _text(newest[0][0]) if newest else "0-0"
 
     async def caught_up(self) -> None:
@@ -202,6 +203,8 @@ class StreamHub:
                 await self._woken.wait()
                 continue
             try:
+                if self._resolve:
+                    self.last_id, self._resolve = await self._newest_id(), False
                 response = await self.redis.xread(
                     {self.stream_key: self.last_id}, count=500, block=self.block_ms
                 )

@@ -252,7 +252,9 @@ class ActivityPublisher:
             offset += len(evs)
 
     async def _append(self, activities: Sequence[Activity], events: Sequence[str]) -> list[Any]:
-        """The entries (one script call) and the online set, in one pipelined round trip."""
+        """The entries (one script call) and the online set, in one pipelined round trip. The
+        script's SHA is kept here rather than by `register_script`, whose pipelines ask Redis
+        whether it exists (SCRIPT EXISTS) before every execution: a round trip per batch."""
         for attempt in range(2):
             if self._append_sha is None:
                 self._append_sha = await self.redis.script_load(APPEND)

@@ -164,14 +164,7 @@ async def apply(
 async def create(storage: Storage, change: ContactChange, now: dt.datetime, ip: str | None) -> Document:
     """A new contact holding `change` (planned against `{}`), written in one insert:
     `DuplicateKeyError` when another contact holds one of its unique keys, and nothing is written."""
-    return await storage.contacts.create(
-        now,
-        ip,
-        fields=change.after,
-        ids=change.add_ids,
-        tags=change.added_tags,
-        identified=not change.anonymous,
-    )
+    return await storage.contacts.add(draft(storage, change, now, ip))
 
 
 def draft(storage: Storage, change: ContactChange, now: dt.datetime, ip: str | None) -> Document:

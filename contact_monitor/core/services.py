@@ -49,9 +49,7 @@ class Services:
         recorder = ActivityRecorder(storage, publisher)
 
         async def sweep(documents: list[Document]) -> None:
-            named = {d["contact_id"] for d in documents if "contact_id" in d}
-            # A round of new visitors only (their contacts written in it) needs no query.
-            await sweep_merged(storage, named - storage.unannounced)
+            await sweep_merged(storage, {d["contact_id"] for d in documents if "contact_id" in d})
 
         # Writes naming a contact that a concurrent merge removed end on the survivor.
         storage.writes.after_write = sweep

@@ -45,6 +45,7 @@ class InsertBatcher:
             raise ValueError("a batcher writes to at least one collection")
         self.collections = collections
         self.collection = collections[0]
+        self._positions = {(c.database.name, c.name): index for index, c in enumerate(collections)}
         self.name = "+".join(collection.name for collection in collections)
         self.max_size = max_size  # units per batch
         self.max_delay = max_delay
@@ -69,6 +70,8 @@ class InsertBatcher:
         """Once all are stored, in the batcher's collection order (`ValueError` for a collection
         it does not write). Raises the first error of the unit; documents after it are not written."""
         unit = [(self._index(collection), document) for collection, document in documents]
+        if not unit:
+            return
         unit.sort(key=lambda part: part[0])
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.pending.append((unit, future))
@@ -83,10 +86,10 @@ class InsertBatcher:
         await future
 
     def _index(self, collection: AsyncCollection[Document]) -> int:
-        for index, mine in enumerate(self.collections):
-            if mine.name == collection.name and mine.database.name == collection.database.name:
-                return index
-        raise ValueError(f"this batcher does not write to {collection.name!r}")
+        try:
+            return self._positions[(collection.database.name, collection.name)]
+        except KeyError:
+            raise ValueError(f"this batcher does not write to {collection.name!r}") from None
 
     async def _run(self) -> None:
         try:
@@ -117,27 +120,32 @@ class InsertBatcher:
     async def _write(self, batch: list[tuple[Unit, asyncio.Future[None]]]) -> None:
         failed: dict[int, Exception] = {}  # unit index -> its error
         stored: list[Document] = []
-        try:
-            for index, collection in enumerate(self.collections):
-                rows = [
-                    (unit_index, document)
-                    for unit_index, (unit, _) in enumerate(batch)
-                    if unit_index not in failed
-                    for position, document in unit
-                    if position == index
-                ]
-                if rows:
-                    refused = await self._insert(collection, rows)
-                    for unit_index, error in refused.items():
-                        failed.setdefault(unit_index, error)
-                    stored += [document for unit_index, document in rows if unit_index not in refused]
-        except Exception as exc:  # a whole insert failed (an outage): every caller hears it,
-            for _, future in batch:  # and so does everyone waiting behind it, at once
-                if not future.done():
-                    future.set_exception(exc)
-            self._fail_pending(exc)
-            return
-        if self.after_write is not None and stored:
+        outage = False
+        for index, collection in enumerate(self.collections):
+            rows = [
+                (unit_index, document)
+                for unit_index, (unit, _) in enumerate(batch)
+                if unit_index not in failed
+                for position, document in unit
+                if position == index
+            ]
+            if not rows:
+                continue
+            try:
+                refused = await self._insert(collection, rows)
+            except Exception as exc:  # the whole insert failed (an outage): its units hear it,
+                for unit_index, (unit, _) in enumerate(batch):  # not those stored whole before it
+                    if unit_index not in failed and unit[-1][0] >= index:
+                        failed[unit_index] = exc
+                self._fail_pending(exc)  # and everyone waiting behind them, at once
+                outage = True
+                break
+            for unit_index, error in refused.items():
+                failed.setdefault(unit_index, error)
+            stored += [document for unit_index, document in rows if unit_index not in refused]
+        # Not during an outage (it would wait out its own timeout): the core's periodic work
+        # does what the hook did not.
+        if self.after_write is not None and stored and not outage:
             try:
                 with pymongo.timeout(self.timeout):
                     await self.after_write(stored)

@@ -117,15 +117,15 @@ class ContactRepository:
         self,
         db: AsyncDatabase[Document],
         *,
+        inserts: InsertBatcher,
         cache_size: int = DEFAULT_CACHE_SIZE,
-        inserts: InsertBatcher | None = None,
     ) -> None:
         self.contacts = db["contacts"]
         self.merges = db["merges"]
         # One entry per merge: what the loser was, what moved, and whether it was undone.
         self.merge_log = db["merge_log"]
         # New contacts' group commit (with new devices and their hits: `Storage.writes`).
-        self.inserts = inserts or InsertBatcher(self.contacts)
+        self.inserts = inserts
         self.cache = ContactCache(cache_size)
         # Set by the app (contact_monitor.core.invalidation); None: nobody else to tell.
         self.announce: Announcer | None = None
@@ -186,9 +186,12 @@ class ContactRepository:
     ) -> Document:
         """A new contact, written with its values and unique keys in one insert: a key that
         another contact holds raises `DuplicateKeyError` and nothing is written."""
-        contact = self.draft(now, ip, fields=fields, ids=ids, tags=tags, identified=identified)
+        return await self.add(self.draft(now, ip, fields=fields, ids=ids, tags=tags, identified=identified))
+
+    async def add(self, contact: Document) -> Document:
+        """A drafted contact, written now (with concurrent requests' writes) and cached."""
         generation = self.cache.generation
-        await self.inserts.insert(contact, self.contacts)  # with concurrent requests' writes
+        await self.inserts.insert(contact, self.contacts)
         self.cache.put(contact, generation)  # exactly what was written
         return contact
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pymongo import AsyncMongoClient
@@ -62,10 +62,6 @@ class Storage:
     # known visitors, which need not wait behind them.
     writes: InsertBatcher
     hit_writes: InsertBatcher
-    # Ids of the new contacts of visits being written right now (`store_visit`): nobody else
-    # can know them yet (no answer, cookie or stream entry has named them), so no merge can have
-    # removed them, and the merge check after their round leaves them out.
-    unannounced: set[str] = field(default_factory=set)
 
     @classmethod
     def connect(
@@ -92,7 +88,7 @@ class Storage:
             db=db,
             contacts=ContactRepository(db, cache_size=contact_cache_size, inserts=writes),
             devices=DeviceRepository(db),
-            hits=HitRepository(db, inserts=hit_writes),
+            hits=HitRepository(db),
             tags=TagRepository(db),
             fields=FieldRepository(db),
             audit=AuditRepository(db),
@@ -143,16 +139,12 @@ class Storage:
         if contact is None and device is None:
             await self.hit_writes.insert_together(parts)
             return
-        generation = self.contacts.cache.generation
         if contact is None:
             await self.writes.insert_together(parts)
             return
-        self.unannounced.add(contact["_id"])
-        try:
-            await self.writes.insert_together(parts)
-        finally:
-            self.unannounced.discard(contact["_id"])
-        self.contacts.cache.put(contact, generation)
+        generation = self.contacts.cache.generation
+        await self.writes.insert_together(parts)
+        self.contacts.cache.put(contact, generation)  # exactly what was written
 
     def batchers(self) -> tuple[InsertBatcher, ...]:
         """The group commits of the hot path (storage/batch.py)."""

@@ -21,16 +21,13 @@ separately before that; they are still read, moved by merges and erased.
 from __future__ import annotations
 
 import bisect
-import contextlib
 import datetime as dt
 import re
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import OperationFailure
 
-from contact_monitor.storage.batch import InsertBatcher
 from contact_monitor.storage.documents import (
     Cursor,
     Document,
@@ -41,25 +38,22 @@ from contact_monitor.storage.documents import (
 )
 
 TIME_ON_PAGE_WINDOW = dt.timedelta(minutes=30)
-LEGACY_OCCURRED_AT_INDEX = "occurred_at_-1"
 # `urlContains` looks at this many of the newest hits (docs/data-contract.md, "hits").
 URL_SEARCH_HITS = 100_000
 
 
 class HitRepository:
-    def __init__(self, db: AsyncDatabase[Document], *, inserts: InsertBatcher | None = None) -> None:
-        self.hits = db["hits"]
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        self.hits = db["hits"]  # written with their visit: Storage.store_visit
         self.utm_records = db["utm_records"]
-        self.hit_inserts = inserts or InsertBatcher(self.hits)
 
     async def create_indexes(self) -> None:
         await self.hits.create_index([("contact_id", ASCENDING), ("occurred_at", DESCENDING)])
         await self.hits.create_index([("device_id", ASCENDING), ("occurred_at", DESCENDING)])
         # Every index costs each hit insert (~45 us of SecantusDB CPU per hit): the newest hits
         # come in `_id` order (ids are drawn when a hit is received), so the `occurred_at` index
-        # of earlier versions served nothing the `_id` index does not, and is dropped.
-        with contextlib.suppress(OperationFailure):
-            await self.hits.drop_index(LEGACY_OCCURRED_AT_INDEX)
+        # of earlier versions is not made any more. It is not dropped here either: processes of
+        # an earlier version may still run on it (CHANGELOG: drop it once none does).
         # The UTM records among a contact's hits, without reading the hits that have none.
         await self.hits.create_index(
             [("contact_id", ASCENDING), ("occurred_at", DESCENDING), ("utm_id", DESCENDING)],
@@ -70,11 +64,6 @@ class HitRepository:
         await self.hits.create_index([("utm.utm_source", ASCENDING)], sparse=True)
         await self.hits.create_index([("utm.utm_campaign", ASCENDING)], sparse=True)
         await self.utm_records.create_index([("contact_id", ASCENDING), ("occurred_at", DESCENDING)])
-
-    async def insert(self, hit: Document) -> Any:
-        """Written with the hits of concurrent requests (group commit, `storage/batch.py`)."""
-        await self.hit_inserts.insert(hit, self.hits)
-        return hit["_id"]
 
     async def next_times(self, hits: list[Document]) -> dict[Any, dt.datetime]:
         """When each hit's device sent its next hit, within TIME_ON_PAGE_WINDOW: {hit _id: time}.

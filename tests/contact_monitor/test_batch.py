@@ -151,3 +151,28 @@ async def test_units_are_written_in_collection_order_and_stop_at_their_first_ref
     assert seen == [["a1", "a2", "c2"]]  # one after-write step for the whole batch
     with pytest.raises(ValueError, match="does not write"):
         await batcher.insert({"_id": "x"}, first.database["elsewhere"])
+
+
+async def test_an_outage_in_a_later_collection_fails_only_the_units_that_reach_it(collection, tmp_path):
+    """The second collection's whole insert fails (its server is gone): units stored whole in
+    the first collection succeed (a caller must not retry what is stored), the others hear
+    the error."""
+    from contact_monitor.embedded import free_port
+
+    first, _ = collection
+    down = AsyncMongoClient(f"mongodb://127.0.0.1:{free_port()}/?serverSelectionTimeoutMS=200")
+    try:
+        second = down[first.database.name]["batched_second"]
+        batcher = InsertBatcher(first, second, max_size=10, max_delay=3600)
+        results = await asyncio.gather(
+            batcher.insert({"_id": "alone"}),
+            batcher.insert_together([(first, {"_id": "with-second"}), (second, {"_id": "lost"})]),
+            batcher.close(),
+            return_exceptions=True,
+        )
+        assert results[0] is None and isinstance(results[1], ServerSelectionTimeoutError)
+        assert sorted([d["_id"] async for d in first.find()]) == ["alone", "with-second"]
+        del results  # their tracebacks hold the refused connection
+    finally:
+        await down.close()
+        collect_refused_sockets()

@@ -262,21 +262,3 @@ async def test_a_new_visitors_contact_device_and_hit_are_written_in_one_round(ha
         "writes": [{body["id"], body["device_id"], str(first["_id"])}],
         "hit_writes": [{str(second["_id"])}],
     }
-
-
-async def test_a_round_of_new_visitors_only_reads_no_merge_records(harness):
-    """The merge check after a round leaves out the contacts written in it (nobody can have
-    merged an id nobody was told yet): new visitors cost no query of `merges`; a known
-    visitor's hit is checked as before."""
-
-    async def merge_queries() -> int:
-        top = await harness.db.client.admin.command("top")
-        return int(top["totals"].get(f"{harness.db.name}.merges", {}).get("queries", {}).get("count", 0))
-
-    before = await merge_queries()
-    async with harness.browser() as one, harness.browser(FIREFOX) as two:
-        await harness.event(one, page_url="https://s.test/a")
-        await harness.event(two, page_url="https://s.test/b")
-        assert await merge_queries() == before
-        await harness.event(one, page_url="https://s.test/a2")
-    assert await merge_queries() == before + 1

@@ -4,6 +4,7 @@ import asyncio
 import base64
 import datetime as dt
 
+from bson import ObjectId
 from pymongo import monitoring
 
 from tests.conftest import IPHONE
@@ -160,7 +161,8 @@ async def test_time_on_page_window_is_30_minutes(harness):
         {"device_id": "other", "occurred_at": now - dt.timedelta(minutes=59)},
     ]
     for doc in docs:
-        doc["_id"] = await hits.insert(doc)
+        doc["_id"] = ObjectId()
+        await harness.services.storage.store_visit(hit=doc)
     left = await hits.next_times(docs)
     assert left == {
         docs[0]["_id"]: docs[1]["occurred_at"],

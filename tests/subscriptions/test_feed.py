@@ -322,9 +322,14 @@ async def test_without_subscribers_the_reader_rests_and_a_newcomer_gets_what_fol
     hub = harness.hub
     await hub.wait_for(lambda h: h.idle)
     resting_at = hub.last_id
+
+    async def reads() -> int:
+        return int((await harness.redis.info("commandstats")).get("cmdstat_xread", {}).get("calls", 0))
+
+    before = await reads()
     await harness.event(page_url="https://s.test/unwatched")
     await harness.event(page_url="https://s.test/unwatched-too")
-    await hub.caught_up()
+    assert await reads() == before  # two whole requests went by: a reading hub would have read
     assert hub.idle and hub.last_id == resting_at
     async with hub.subscribe() as subscriber:
         assert not hub.idle and hub.last_id != resting_at
@@ -337,3 +342,29 @@ async def test_without_subscribers_the_reader_rests_and_a_newcomer_gets_what_fol
     assert [e["type"] for e in seen] == ["page_hit"]  # the same visitor: no contact_created
     assert seen[0]["contact_id"] == body["id"] and seen[0]["hit"]["url"] == "https://s.test/watched"
     await hub.wait_for(lambda h: h.idle)  # the last one left: resting again
+
+
+async def test_a_newcomer_while_redis_does_not_answer_gets_what_follows_once_it_does(harness):
+    """The first subscriber joins a resting reader while Redis is unreachable: the join does not
+    fail, and once Redis answers the reader starts from the stream's end (not from where it
+    rested, and not from whatever `$` means at each blocking read)."""
+    from redis.asyncio import Redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    hub = harness.hub
+    await hub.wait_for(lambda h: h.idle)
+    await harness.event(page_url="https://s.test/unwatched")
+    working = hub.redis
+    broken = Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
+    try:
+        hub.redis = broken
+        async with hub.subscribe() as subscriber:
+            hub.redis = working
+            body = await harness.event(page_url="https://s.test/watched")
+            item = await asyncio.wait_for(subscriber.get(), TIMEOUT)
+            assert not isinstance(item, Lagged)
+            assert item[1]["contact_id"] == body["id"] and item[1]["hit"]["url"] == "https://s.test/watched"
+    finally:
+        hub.redis = working
+        await broken.aclose()
