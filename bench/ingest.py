@@ -1,6 +1,7 @@
 """The tracked pixel against the framework's ceiling, under the same load mix.
 
     python -m bench.ingest [--duration 10] [--connections 50] [--workers 1] [--devices 200]
+    python -m bench.ingest --compare DIR [--rounds 3]    # another checkout against this one
 
 Starts `contact-monitor serve` on the embedded default (SecantusDB daemon + Redis under a
 temporary data directory) and a trivial Starlette route answering the same GIF
@@ -20,16 +21,18 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 from pymongo import MongoClient
 from redis import Redis
 
-from bench.servers import start_baseline, start_service, wait_for
+from bench.servers import ROOT, start_baseline, start_service, wait_for
 from contact_monitor.embedded import free_port
 
 UA = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
@@ -129,30 +132,12 @@ def start_profiler(pid: int, output: Path, duration: int) -> subprocess.Popen[by
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--duration", type=int, default=10)
-    parser.add_argument("--connections", type=int, default=50)
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--devices", type=int, default=200)
-    parser.add_argument(
-        "--profile",
-        type=Path,
-        metavar="FILE",
-        help="record the server process with py-spy during the tracked run (raw collapsed stacks "
-        "to FILE, SecantusDB's to FILE.secantusdb; the run is slowed by the sampling, so its "
-        "numbers are not the benchmark's)",
-    )
-    args = parser.parse_args()
-    if not shutil.which("wrk"):
-        raise SystemExit("wrk is not installed (apt-get install wrk)")
-
+def run_once(args: argparse.Namespace, root: Path = ROOT) -> dict[str, Any]:
+    """One benchmark of the code in `root` (this checkout by default): the JSON line's fields."""
     data_dir = Path(tempfile.mkdtemp(prefix="cm-bench-"))
     app_port, base_port = free_port(), free_port()
     uvicorn_settings = ["--workers", str(args.workers), "--log-level", "warning"]
-    app = start_service(data_dir, app_port, *uvicorn_settings)
+    app = start_service(data_dir, app_port, *uvicorn_settings, root=root)
     baseline = start_baseline(base_port, *uvicorn_settings)
     script = data_dir / "mix.lua"
     try:
@@ -192,32 +177,105 @@ def main() -> None:
             stored = mongo.get_default_database("contact_monitor").hits.count_documents({}) - hits_before
         events = sum(1 for _, f in redis.xrange("cm:activity") if b'"type":"page_hit"' in f[b"event"])
         answered = tracked["requests"] - tracked["non2xx"]
-        print(
-            json.dumps(
-                {
-                    "benchmark": "ingest",
-                    "workers": args.workers,
-                    "connections": args.connections,
-                    "trivial": trivial,
-                    "tracked": tracked,
-                    "ratio": round(tracked["rps"] / trivial["rps"], 4),
-                    "answered_200": answered,
-                    "hits_stored": stored,
-                    "page_hit_events": events - events_before,
-                    # Requests in flight when wrk stops are answered and stored but not counted by
-                    # wrk: up to `connections` more stored than answered is not a loss.
-                    "lost_hits": max(0, answered - stored),
-                    "lost_events": max(0, answered - (events - events_before)),
-                    "server_cpu_us_per_hit": round(cpu_server / max(answered, 1) * 1e6),
-                    "secantusdb_cpu_us_per_hit": round(cpu_db / max(answered, 1) * 1e6),
-                }
-            )
-        )
+        return {
+            "benchmark": "ingest",
+            "workers": args.workers,
+            "connections": args.connections,
+            "trivial": trivial,
+            "tracked": tracked,
+            "ratio": round(tracked["rps"] / trivial["rps"], 4),
+            "answered_200": answered,
+            "hits_stored": stored,
+            "page_hit_events": events - events_before,
+            # Requests in flight when wrk stops are answered and stored but not counted by
+            # wrk: up to `connections` more stored than answered is not a loss.
+            "lost_hits": max(0, answered - stored),
+            "lost_events": max(0, answered - (events - events_before)),
+            "server_cpu_us_per_hit": round(cpu_server / max(answered, 1) * 1e6),
+            "secantusdb_cpu_us_per_hit": round(cpu_db / max(answered, 1) * 1e6),
+        }
     finally:
         for process in (app, baseline):
             process.terminate()
             process.wait(30)
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+COMPARED = ("ratio", "server_cpu_us_per_hit", "secantusdb_cpu_us_per_hit", "lost_hits", "lost_events")
+
+
+def summary(run: dict[str, Any]) -> dict[str, Any]:
+    tracked = run["tracked"]
+    return {"rps": tracked["rps"], "p50_ms": tracked["p50_ms"], "p99_ms": tracked["p99_ms"]} | {
+        key: run[key] for key in COMPARED
+    }
+
+
+def compare(args: argparse.Namespace) -> dict[str, Any]:
+    """Runs of another checkout (`--compare DIR`, "before") and of this one ("after"),
+    alternating, so that both meet the same moments of a machine whose speed drifts; medians of
+    each and their quotients (after / before)."""
+    other = args.compare.resolve()
+    if not (other / "contact_monitor" / "cli.py").is_file():
+        raise SystemExit(f"--compare: {other} is not a contact-monitor checkout")
+    runs: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
+    for _ in range(args.rounds):
+        runs["before"].append(summary(run_once(args, other)))
+        runs["after"].append(summary(run_once(args)))
+    medians = {
+        side: {key: statistics.median(run[key] for run in done) for key in done[0]}
+        for side, done in runs.items()
+    }
+    keys = ("rps", "p99_ms", "ratio", "server_cpu_us_per_hit", "secantusdb_cpu_us_per_hit")
+    return {
+        "benchmark": "ingest-compare",
+        "before": str(other),
+        "rounds": args.rounds,
+        "runs": runs,
+        "median": medians,
+        "after_over_before": {
+            key: round(medians["after"][key] / medians["before"][key], 3) if medians["before"][key] else None
+            for key in keys
+        },
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--devices", type=int, default=200)
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="FILE",
+        help="record the server process with py-spy during the tracked run (raw collapsed stacks "
+        "to FILE, SecantusDB's to FILE.secantusdb; the run is slowed by the sampling, so its "
+        "numbers are not the benchmark's)",
+    )
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        metavar="DIR",
+        help="alternate runs of the checkout in DIR (e.g. `git worktree add /tmp/before HEAD~3`) "
+        "and of this one, --rounds times each, and print medians and their quotients: on a "
+        "machine whose speed drifts, single runs of two versions compare nothing",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each side with --compare (1-20)")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is not installed (apt-get install wrk)")
+    if args.compare is not None:
+        if not 1 <= args.rounds <= 20:
+            raise SystemExit("--rounds must be between 1 and 20")
+        if args.profile:
+            raise SystemExit("--profile and --compare do not go together (profiling slows the runs)")
+        print(json.dumps(compare(args)))
+        return
+    print(json.dumps(run_once(args)))
 
 
 if __name__ == "__main__":

@@ -22,11 +22,16 @@ def service_env(data_dir: Path, **settings: str) -> dict[str, str]:
 
 
 def start_service(
-    data_dir: Path, port: int, *uvicorn_args: str, settings: dict[str, str] | None = None
+    data_dir: Path,
+    port: int,
+    *uvicorn_args: str,
+    settings: dict[str, str] | None = None,
+    root: Path = ROOT,
 ) -> subprocess.Popen[bytes]:
+    """`serve` from the checkout in `root` (its packages come first: `python -m` runs from it)."""
     env = service_env(data_dir, **(settings or {}))
     command = [sys.executable, "-m", "contact_monitor.cli", "serve", "--port", str(port), *uvicorn_args]
-    return subprocess.Popen(command, env=env, cwd=ROOT, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(command, env=env, cwd=root, stderr=subprocess.DEVNULL)
 
 
 def start_baseline(port: int, *uvicorn_args: str) -> subprocess.Popen[bytes]:
