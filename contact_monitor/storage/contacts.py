@@ -174,22 +174,10 @@ class ContactRepository:
             contact_id = record["winner_id"]
         return None
 
-    async def create(
-        self,
-        now: dt.datetime,
-        ip: str | None,
-        *,
-        fields: Mapping[str, object] | None = None,
-        ids: Iterable[str] = (),
-        tags: Iterable[str] = (),
-        identified: bool = False,
-    ) -> Document:
-        """A new contact, written with its values and unique keys in one insert: a key that
-        another contact holds raises `DuplicateKeyError` and nothing is written."""
-        return await self.add(self.draft(now, ip, fields=fields, ids=ids, tags=tags, identified=identified))
-
     async def add(self, contact: Document) -> Document:
-        """A drafted contact, written now (with concurrent requests' writes) and cached."""
+        """A drafted contact, written now (with concurrent requests' writes) with its values and
+        unique keys in one insert, and cached: a key that another contact holds raises
+        `DuplicateKeyError` and nothing is written."""
         generation = self.cache.generation
         await self.inserts.insert(contact, self.contacts)
         self.cache.put(contact, generation)  # exactly what was written
@@ -205,8 +193,8 @@ class ContactRepository:
         tags: Iterable[str] = (),
         identified: bool = False,
     ) -> Document:
-        """A new contact's document, not written yet (`create` writes one; the tracking path
-        writes it along with the visit's device and hit: `Storage.store_visit`)."""
+        """A new contact's document, not written yet (`add` writes one; the tracking path writes
+        it along with the visit's device and hit: `Storage.store_visit`)."""
         contact: Document = {
             "_id": new_contact_id(),
             "created_at": now,

@@ -90,8 +90,9 @@ async def test_making_a_field_unique_indexes_existing_contacts(cli_env, mongodb_
     storage = Storage.connect(mongodb_uri, cli_env)
     await storage.create_indexes()
     now = dt.datetime.now(dt.UTC)
-    older = await storage.contacts.create(now, None, fields={"member_no": "M-1"})
-    await storage.contacts.create(now + dt.timedelta(seconds=1), None, fields={"member_no": "M-1"})
+    contacts = storage.contacts
+    older = await contacts.add(contacts.draft(now, None, fields={"member_no": "M-1"}))
+    await contacts.add(contacts.draft(now + dt.timedelta(seconds=1), None, fields={"member_no": "M-1"}))
     await storage.fields.create(FieldDefinition("member_no", "Member No"))
     indexed, conflicts = await storage.contacts.index_unique_field("member_no")
     assert (indexed, conflicts) == (1, 1)

@@ -113,9 +113,9 @@ async def test_mtc_id_of_a_merged_contact_resolves_to_the_survivor(harness):
 async def test_chained_merges_resolve_to_the_last_survivor(harness):
     contacts = harness.services.storage.contacts
     now = dt.datetime.now(dt.UTC)
-    first = await contacts.create(now, None)
-    second = await contacts.create(now, None)
-    third = await contacts.create(now, None)
+    first = await contacts.add(contacts.draft(now, None))
+    second = await contacts.add(contacts.draft(now, None))
+    third = await contacts.add(contacts.draft(now, None))
     await contacts.record_merge(first["_id"], second["_id"], now)
     await contacts.delete(first["_id"])
     await contacts.record_merge(second["_id"], third["_id"], now)
