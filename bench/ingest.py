@@ -11,8 +11,10 @@ first), 20% new visitors, every request with a page URL carrying UTM codes and a
 
 Prints one JSON line: req/s, p50 and p99 of each, their ratio, the 200 responses against the hits
 found in MongoDB and the page_hit events on the stream (lost = answered but not stored), and the
-CPU microseconds per hit of the server process(es) and of SecantusDB (from /proc). Run by hand,
-never in CI; absolute numbers drift between runs and machines, the ratios less.
+CPU microseconds per hit of the server process(es) and of SecantusDB (from /proc), and the
+trivial route's CPU microseconds per request with the server's cost in units of it
+(`server_cpu_over_trivial`). Run by hand, never in CI; absolute numbers drift between runs and
+machines (this one's by up to 1.7x from one hour to the next), the ratios much less.
 """
 
 from __future__ import annotations
@@ -154,7 +156,10 @@ def run_once(args: argparse.Namespace, root: Path = ROOT) -> dict[str, Any]:
         redis = Redis.from_url(redis_uri)
         events_before = sum(1 for _, f in redis.xrange("cm:activity") if b'"type":"page_hit"' in f[b"event"])
 
+        baseline_processes = descendants(baseline.pid)
+        cpu_trivial = cpu_seconds(baseline_processes)
         trivial = run_wrk(base_url + "/", script, args.duration, args.connections)
+        cpu_trivial = cpu_seconds(baseline_processes) - cpu_trivial
         processes = descendants(app.pid)
         database = [p for p in processes if "secantus" in command_of(p)]
         server = [p for p in processes if p not in database and "redis" not in command_of(p)]
@@ -177,6 +182,8 @@ def run_once(args: argparse.Namespace, root: Path = ROOT) -> dict[str, Any]:
             stored = mongo.get_default_database("contact_monitor").hits.count_documents({}) - hits_before
         events = sum(1 for _, f in redis.xrange("cm:activity") if b'"type":"page_hit"' in f[b"event"])
         answered = tracked["requests"] - tracked["non2xx"]
+        server_us = cpu_server / max(answered, 1) * 1e6
+        trivial_us = cpu_trivial / max(trivial["requests"], 1) * 1e6
         return {
             "benchmark": "ingest",
             "workers": args.workers,
@@ -191,8 +198,12 @@ def run_once(args: argparse.Namespace, root: Path = ROOT) -> dict[str, Any]:
             # wrk: up to `connections` more stored than answered is not a loss.
             "lost_hits": max(0, answered - stored),
             "lost_events": max(0, answered - (events - events_before)),
-            "server_cpu_us_per_hit": round(cpu_server / max(answered, 1) * 1e6),
+            "server_cpu_us_per_hit": round(server_us),
             "secantusdb_cpu_us_per_hit": round(cpu_db / max(answered, 1) * 1e6),
+            # The trivial route's own cost per request, measured in the same minute: the
+            # server's cost in units of it drifts far less than microseconds do.
+            "trivial_cpu_us_per_request": round(trivial_us, 1),
+            "server_cpu_over_trivial": round(server_us / trivial_us, 2) if trivial_us else None,
         }
     finally:
         for process in (app, baseline):
@@ -201,7 +212,14 @@ def run_once(args: argparse.Namespace, root: Path = ROOT) -> dict[str, Any]:
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-COMPARED = ("ratio", "server_cpu_us_per_hit", "secantusdb_cpu_us_per_hit", "lost_hits", "lost_events")
+COMPARED = (
+    "ratio",
+    "server_cpu_us_per_hit",
+    "secantusdb_cpu_us_per_hit",
+    "server_cpu_over_trivial",
+    "lost_hits",
+    "lost_events",
+)
 
 
 def summary(run: dict[str, Any]) -> dict[str, Any]:
@@ -226,7 +244,7 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
         side: {key: statistics.median(run[key] for run in done) for key in done[0]}
         for side, done in runs.items()
     }
-    keys = ("rps", "p99_ms", "ratio", "server_cpu_us_per_hit", "secantusdb_cpu_us_per_hit")
+    keys = ("rps", "p99_ms", *COMPARED[:4])
     return {
         "benchmark": "ingest-compare",
         "before": str(other),
