@@ -82,12 +82,17 @@ async def read_body(request: Request, limit: int, *, keep_prefix: bool = False) 
     return b"".join(chunks)
 
 
-async def collect_params(request: Request, body: bytes, limit: int) -> ParamsBuilder:
-    """Query string, then body (POST wins), then `d`, then the page URL's own query string."""
+async def collect_params(
+    request: Request, body: bytes, limit: int, content_type: str | None = None
+) -> ParamsBuilder:
+    """Query string, then body (POST wins), then `d`, then the page URL's own query string.
+    `content_type`: the request's header, when already read."""
     builder = ParamsBuilder()
     parse_query(request.scope.get("query_string", b""), builder, limit=limit)
     if body:
-        content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if content_type is None:
+            content_type = request.headers.get("content-type", "")
+        content_type = content_type.split(";", 1)[0].strip().lower()
         if content_type == "application/json":
             parse_json_body(body, builder)
         elif content_type in ("", "application/x-www-form-urlencoded", "text/plain"):
@@ -125,9 +130,10 @@ async def parse_multipart(request: Request, body: bytes, builder: ParamsBuilder)
         await form.close()
 
 
-async def holds_api_key(request: Request, services: Services) -> bool:
+async def holds_api_key(headers: Mapping[str, str], services: Services) -> bool:
     """Like Mautic's logged-in users: requests made with a valid API key are never tracked."""
-    return await key_of(services.storage, request.headers.get("authorization")) is not None
+    header = headers.get("authorization")
+    return header is not None and await key_of(services.storage, header) is not None
 
 
 def build_visit(
@@ -143,10 +149,12 @@ def build_visit(
     values: Mapping[str, FieldValue] | None = None,
     form: Mapping[str, Any] | None = None,
     received: tuple[ObjectId, dt.datetime] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> Visit:
     """The typed visit of a request whose parameters are collected (pure). `received`: the hit id
-    and time fixed when the request arrived (the pixel's, kept when it is spooled)."""
-    headers = request.headers
+    and time fixed when the request arrived (the pixel's, kept when it is spooled). `headers`:
+    the request's, already read (`first_values`)."""
+    headers = first_values(request) if headers is None else headers
     hit = build_hit(
         builder.params,
         now=received[1] if received else now_ms(),
@@ -169,6 +177,16 @@ def build_visit(
     )
 
 
+def first_values(request: Request) -> dict[str, str]:
+    """The request's headers by name, each with its first value (what `request.headers.get`
+    answers), read in one pass: a tracking request asks for a dozen headers, most of them absent,
+    and Starlette's `Headers` scans the whole list for each (raising a KeyError for every miss)."""
+    values: dict[str, str] = {}
+    for name, value in reversed(request.scope["headers"]):
+        values[name.decode("latin-1").lower()] = value.decode("latin-1")
+    return values
+
+
 def visitor_address(request: Request, settings: Settings) -> IPAddress | None:
     peer = request.client.host if request.client else None
     header = settings.proxy_header
@@ -184,16 +202,14 @@ async def visit_from_request(
 ) -> tuple[Visit | None, list[str]]:
     """Parse the request (pure apart from the cached field list). None: not to be recorded."""
     settings = services.settings
-    builder = await collect_params(request, body, settings.max_body_bytes)
+    headers = first_values(request)
+    builder = await collect_params(request, body, settings.max_body_bytes, headers.get("content-type", ""))
     pipeline: IngestPipeline = request.state.pipeline
-    user_agent = await pipeline.agents.parse(request.headers.get("user-agent", ""))
+    user_agent = await pipeline.agents.parse(headers.get("user-agent", ""))
     address = visitor_address(request, settings)
-    reason = skip_reason(
-        settings, method=request.method, headers=request.headers, user_agent=user_agent, ip=address
-    )
-    if reason is None and await holds_api_key(request, services):
+    reason = skip_reason(settings, method=request.method, headers=headers, user_agent=user_agent, ip=address)
+    if reason is None and await holds_api_key(headers, services):
         reason = "the request carries an API key (integrations are not visitors)"
-    headers = request.headers
     page_url = builder.params.get("page_url")
     page_url = page_url if isinstance(page_url, str) else None
     origin = headers.get("origin")
@@ -217,6 +233,7 @@ async def visit_from_request(
         user_agent=user_agent,
         field_aliases=await services.fields.public_aliases(),
         received=received,
+        headers=headers,
     )
     return visit, list(visit.hit.warnings)
 
@@ -229,19 +246,19 @@ async def record(
 ) -> tuple[Outcome | None, list[str]]:
     """Record the request; MongoDB gets CM_TRACK_TIMEOUT_SECONDS in all (a `PyMongoError` past it)."""
     services: Services = request.state.services
-    counted = services.metrics.tracking
+    counted = services.metrics.count
     with pymongo.timeout(services.settings.track_timeout_seconds):
         visit, warnings = await visit_from_request(request, services, endpoint, body, received)
         if visit is None:
-            counted.labels(endpoint, "skipped").inc()
+            counted(endpoint, "skipped")
             return None, warnings
         pipeline: IngestPipeline = request.state.pipeline
         try:
             outcome = await pipeline.track(visit)
         except Exception:
-            counted.labels(endpoint, "failed").inc()
+            counted(endpoint, "failed")
             raise
-    counted.labels(endpoint, "recorded").inc()
+    counted(endpoint, "recorded")
     return outcome, outcome.warnings
 
 
@@ -286,14 +303,14 @@ async def tracking_pixel(request: Request) -> Response:
 async def spool_or_log(
     spool: HitSpool, request: Request, body: bytes, received: tuple[ObjectId, dt.datetime]
 ) -> None:
-    counted = request.state.services.metrics.tracking
+    counted = request.state.services.metrics.count
     try:
         await spool.append(request, body, received)
     except OSError:
-        counted.labels("pixel", "lost").inc()
+        counted("pixel", "lost")
         log.exception("the pixel hit could not be spooled either: it is lost")
     else:
-        counted.labels("pixel", "spooled").inc()
+        counted("pixel", "spooled")
 
 
 async def replay_hit(request: Request, hit_id: ObjectId, received_at: dt.datetime) -> None:

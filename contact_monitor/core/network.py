@@ -12,6 +12,7 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 
 from contact_monitor.settings import AnonymizeMode, IPNetwork, ProxyHeader
 
@@ -54,7 +55,10 @@ def forwarded_for(line: str) -> list[str]:
     return hops
 
 
+@lru_cache(maxsize=4096)
 def parse_ip(value: str | None) -> IPAddress | None:
+    """The address in a peer or header value (None: not one); remembered, since peers and proxy
+    hops repeat (the addresses are immutable)."""
     if not value:
         return None
     text = value.strip().strip('"')

@@ -178,6 +178,24 @@ async def test_referer_header_is_the_page_url_when_none_is_sent(harness):
     assert (await harness.db.hits.find_one())["url"] == "https://blog.test/post"
 
 
+async def test_a_repeated_header_counts_with_its_first_value(harness):
+    # As Starlette's `request.headers.get` answers (ingest/routes.py `first_values`).
+    headers = (
+        (b"referer", b"https://first.test/a"),
+        (b"referer", b"https://second.test/b"),
+        (b"dnt", b"1"),
+        (b"dnt", b"0"),
+        (b"accept-language", b"de-DE,de;q=0.9"),
+        (b"accept-language", b"fr"),
+    )
+    status, _, _ = await harness.raw("GET", "/mtracking.gif", headers=headers)
+    assert status == 200
+    hit = await harness.db.hits.find_one()
+    assert hit["url"] == "https://first.test/a"
+    assert hit["privacy"] == {"dnt": True, "gpc": False}
+    assert hit["browser_languages"] == ["de-DE", "de"]
+
+
 async def test_deprecated_url_and_title_aliases(harness):
     await harness.pixel(url="https://old.test/", title="Old", referrer="https://r.test/", language="fr")
     hit = await harness.db.hits.find_one()
