@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import pymongo
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import BulkWriteError, DuplicateKeyError, WriteConcernError, WriteError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError, WriteConcernError, WriteError
 
 from contact_monitor.storage.documents import Document
 
@@ -32,6 +32,17 @@ MAX_DELAY_SECONDS = 0.002
 DUPLICATE_KEY = 11000
 # A unit: (index of its collection in the batcher, document) pairs, in that order.
 Unit = list[tuple[int, Document]]
+
+
+class BatchStopped(PyMongoError):
+    """The group commit was stopped (its task cancelled) before this unit's batch was
+    acknowledged: the unit may or may not be stored. A database error like any other for the
+    caller (the pixel spools the hit, whose replay is idempotent; `/mtc/event` answers 503)."""
+
+
+def as_error(exc: BaseException) -> Exception:
+    """What the callers of a batcher stopped by `exc` hear (a cancellation is not theirs)."""
+    return exc if isinstance(exc, Exception) else BatchStopped("the group commit stopped")
 
 
 class InsertBatcher:
@@ -99,7 +110,7 @@ class InsertBatcher:
                         await asyncio.wait_for(self.full.wait(), self.max_delay)
                 await self.flush()
         except BaseException as exc:  # never leave a caller waiting on a dead flusher
-            self._fail_pending(exc if isinstance(exc, Exception) else RuntimeError("batcher stopped"))
+            self._fail_pending(as_error(exc))
             raise
 
     def _fail_pending(self, exc: Exception) -> None:
@@ -115,7 +126,15 @@ class InsertBatcher:
             self.full.clear()
             if len(self.pending) >= self.max_size:
                 self.full.set()
-            await self._write(batch)
+            try:
+                await self._write(batch)
+            except BaseException as exc:  # stopped (cancelled) mid-batch, or a bug: its callers,
+                # no longer pending, must not wait forever
+                error = as_error(exc)
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                raise
 
     async def _write(self, batch: list[tuple[Unit, asyncio.Future[None]]]) -> None:
         failed: dict[int, Exception] = {}  # unit index -> its error

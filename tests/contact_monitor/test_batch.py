@@ -7,7 +7,7 @@ import pytest
 from pymongo import AsyncMongoClient, monitoring
 from pymongo.errors import DuplicateKeyError, ServerSelectionTimeoutError
 
-from contact_monitor.storage.batch import InsertBatcher
+from contact_monitor.storage.batch import BatchStopped, InsertBatcher
 from tests.servers import collect_refused_sockets
 
 
@@ -104,6 +104,29 @@ async def test_when_the_database_is_down_everyone_waiting_hears_it_at_once(tmp_p
     finally:
         await client.close()
         collect_refused_sockets()
+
+
+async def test_callers_of_a_batch_in_flight_hear_it_when_the_batcher_is_stopped(collection):
+    """Cancelled mid-batch (here in the step after the insert): the batch's callers get an error
+    at once instead of waiting forever; the units queued behind it too."""
+    target, _ = collection
+    batcher = InsertBatcher(target, max_size=1, max_delay=3600)
+    in_step, never = asyncio.Event(), asyncio.Event()
+
+    async def stuck(documents):
+        in_step.set()
+        await never.wait()
+
+    batcher.after_write = stuck
+    first = asyncio.create_task(batcher.insert({"n": 1}))
+    await asyncio.wait_for(in_step.wait(), 10)
+    second = asyncio.create_task(batcher.insert({"n": 2}))  # queued behind the batch in flight
+    await asyncio.sleep(0)
+    assert batcher.task is not None
+    batcher.task.cancel()
+    results = await asyncio.wait_for(asyncio.gather(first, second, return_exceptions=True), 10)
+    assert all(isinstance(result, BatchStopped) for result in results), results
+    assert batcher.pending == []
 
 
 async def test_a_failing_after_write_step_does_not_fail_stored_documents(collection):
