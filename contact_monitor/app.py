@@ -243,7 +243,7 @@ def create_app(settings: Settings) -> Starlette:
         # Bounded waits: a Redis outage delays a hit by seconds at most, it never hangs it.
         redis = Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=5)
         try:
-            await storage.create_indexes()
+            await storage.create_indexes(by_ip=settings.track_by_ip)
             await install_core_fields(storage)
             await redis.ping()
             await asyncio.to_thread(warm_up)

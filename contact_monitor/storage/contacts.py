@@ -136,11 +136,15 @@ class ContactRepository:
         if self.announce is not None:
             await self.announce(ids)
 
-    async def create_indexes(self) -> None:
+    async def create_indexes(self, *, by_ip: bool = True) -> None:
+        """`by_ip`: the index that matching visitors by IP (CM_TRACK_BY_IP) reads, made only
+        then; every index costs each new contact (an earlier version's is left in place:
+        CHANGELOG)."""
         await self.contacts.create_index("ids", unique=True, sparse=True)
         await self.contacts.create_index([("last_active", DESCENDING)])
         await self.contacts.create_index("tags")
-        await self.contacts.create_index("last_ip", sparse=True)
+        if by_ip:
+            await self.contacts.create_index("last_ip", sparse=True)
         # `contacts(orderBy: POINTS)` and `pointsAtLeast`; contacts written before points existed
         # get 0 (once: afterwards nothing matches).
         await self.contacts.create_index([("points", DESCENDING), ("_id", DESCENDING)])

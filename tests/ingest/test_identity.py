@@ -176,9 +176,12 @@ async def test_tracking_by_ip_is_off_by_default_and_optional(make_harness):
     async with make_harness() as off:
         async with off.browser(ip="198.51.100.1") as one, off.browser(ip="198.51.100.1") as two:
             assert (await off.event(one, page_url="a"))["id"] != (await off.event(two, page_url="a"))["id"]
+        # The index IP matching reads is made only when it is on (one index less per new contact).
+        assert "last_ip_1" not in await off.db.contacts.index_information()
     async with make_harness(track_by_ip=True) as on:
         async with on.browser(ip="198.51.100.1") as one, on.browser(ip="198.51.100.1") as two:
             assert (await on.event(one, page_url="a"))["id"] == (await on.event(two, page_url="a"))["id"]
+        assert "last_ip_1" in await on.db.contacts.index_information()
 
 
 def test_tracking_by_ip_is_refused_with_anonymisation():
