@@ -107,7 +107,10 @@ def build_hit(
     warn = warnings.append
 
     def text(key: str, limit: int) -> str:
-        value = _last(params.get(key)).strip()
+        raw = params.get(key)
+        if not raw:  # most keys are absent
+            return ""
+        value = _last(raw).strip()
         if len(value) > limit:
             warn(f"{key} was cut to {limit} characters")
             value = value[:limit]

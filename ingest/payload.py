@@ -117,8 +117,9 @@ class ParamsBuilder:
 
 
 def clean_text(value: str) -> str:
-    """Drop control characters (keeping tab and newlines); they have no place in tracking data."""
-    return _CONTROL.sub("", value)
+    """Drop control characters (keeping tab and newlines); they have no place in tracking data.
+    (A printable string has none: most values skip the substitution.)"""
+    return value if value.isprintable() else _CONTROL.sub("", value)
 
 
 def flatten_value(value: object) -> ParamValue | None:

@@ -27,7 +27,7 @@ from contact_monitor.core.activity import now_ms
 from contact_monitor.core.errors import PayloadTooLarge
 from contact_monitor.core.fields import FieldValue
 from contact_monitor.core.keys import key_of
-from contact_monitor.core.network import IPAddress, client_ip, stored_ip
+from contact_monitor.core.network import IPAddress, client_ip, parse_ip, stored_ip
 from contact_monitor.core.services import Services
 from contact_monitor.core.traffic import RECORDED, site_of
 from contact_monitor.settings import Settings
@@ -188,7 +188,10 @@ def first_values(request: Request) -> dict[str, str]:
 
 
 def visitor_address(request: Request, settings: Settings) -> IPAddress | None:
-    peer = request.client.host if request.client else None
+    client = request.scope.get("client")
+    peer = client[0] if client else None
+    if not settings.trusted_proxies:  # the peer is the visitor: no header to read
+        return parse_ip(peer)
     header = settings.proxy_header
     return client_ip(peer, request.headers.getlist(header), settings.trusted_proxies, header)
 
