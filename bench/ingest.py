@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -229,6 +230,12 @@ def summary(run: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def median_of(values: Iterable[float | None]) -> float | None:
+    """The median of the values measured (a quotient is None when its divisor was 0)."""
+    measured = [value for value in values if value is not None]
+    return statistics.median(measured) if measured else None
+
+
 def compare(args: argparse.Namespace) -> dict[str, Any]:
     """Runs of another checkout (`--compare DIR`, "before") and of this one ("after"),
     alternating, so that both meet the same moments of a machine whose speed drifts; medians of
@@ -241,8 +248,7 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
         runs["before"].append(summary(run_once(args, other)))
         runs["after"].append(summary(run_once(args)))
     medians = {
-        side: {key: statistics.median(run[key] for run in done) for key in done[0]}
-        for side, done in runs.items()
+        side: {key: median_of(run[key] for run in done) for key in done[0]} for side, done in runs.items()
     }
     keys = ("rps", "p99_ms", *COMPARED[:4])
     return {
@@ -252,8 +258,9 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
         "runs": runs,
         "median": medians,
         "after_over_before": {
-            key: round(medians["after"][key] / medians["before"][key], 3) if medians["before"][key] else None
+            key: round(after / before, 3) if before and after is not None else None
             for key in keys
+            for before, after in [(medians["before"][key], medians["after"][key])]
         },
     }
 

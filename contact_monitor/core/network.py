@@ -55,12 +55,26 @@ def forwarded_for(line: str) -> list[str]:
     return hops
 
 
-@lru_cache(maxsize=4096)
+# The longest text `parse_ip` remembers: an address with brackets, port and zone fits; a
+# longer header value (a visitor's own `X-Forwarded-For`) is parsed each time, never kept.
+REMEMBERED_IP_TEXT = 100
+
+
 def parse_ip(value: str | None) -> IPAddress | None:
-    """The address in a peer or header value (None: not one); remembered, since peers and proxy
-    hops repeat (the addresses are immutable)."""
+    """The address in a peer or header value (None: not one). Remembered (the addresses are
+    immutable), since peers and proxy hops repeat: 4,096 texts of at most REMEMBERED_IP_TEXT
+    characters at most."""
     if not value:
         return None
+    return _remembered_ip(value) if len(value) <= REMEMBERED_IP_TEXT else _read_ip(value)
+
+
+@lru_cache(maxsize=4096)
+def _remembered_ip(value: str) -> IPAddress | None:
+    return _read_ip(value)
+
+
+def _read_ip(value: str) -> IPAddress | None:
     text = value.strip().strip('"')
     if text.startswith("[") and "]" in text:
         text = text[1 : text.index("]")]

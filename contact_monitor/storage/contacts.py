@@ -136,7 +136,7 @@ class ContactRepository:
         if self.announce is not None:
             await self.announce(ids)
 
-    async def create_indexes(self, *, by_ip: bool = True) -> None:
+    async def create_indexes(self, *, by_ip: bool = False) -> None:
         """`by_ip`: the index that matching visitors by IP (CM_TRACK_BY_IP) reads, made only
         then; every index costs each new contact (an earlier version's is left in place:
         CHANGELOG)."""

@@ -102,7 +102,7 @@ class Storage:
             hit_writes=hit_writes,
         )
 
-    async def create_indexes(self, *, by_ip: bool = True) -> None:
+    async def create_indexes(self, *, by_ip: bool = False) -> None:
         """`by_ip`: with the index that IP matching reads (`ContactRepository.create_indexes`)."""
         await self.contacts.create_indexes(by_ip=by_ip)
         for repository in (

@@ -4,7 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from contact_monitor.core.network import client_ip, is_blocked, parse_ip, stored_ip
+from contact_monitor.core import network
+from contact_monitor.core.network import REMEMBERED_IP_TEXT, client_ip, is_blocked, parse_ip, stored_ip
 from contact_monitor.settings import Settings
 
 PROXIES = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::/8"))
@@ -93,3 +94,15 @@ def test_only_a_parameter_named_for_is_a_hop():
     assert str(client_ip("10.0.0.2", lines, PROXIES, "forwarded")) == "198.51.100.7"
     quoted = ['host="x;for=6.6.6.6";for=198.51.100.8']
     assert str(client_ip("10.0.0.2", quoted, PROXIES, "forwarded")) == "198.51.100.8"
+
+
+def test_parsed_addresses_are_remembered_only_up_to_the_limit():
+    """Peers and proxy hops repeat; a long header value is parsed each time, never kept."""
+    network._remembered_ip.cache_clear()
+    at_limit = "9.8.7.6".rjust(REMEMBERED_IP_TEXT)  # padded: stripped before parsing
+    past_limit = " " + at_limit
+    assert str(parse_ip(at_limit)) == "9.8.7.6" and str(parse_ip(past_limit)) == "9.8.7.6"
+    assert network._remembered_ip.cache_info().currsize == 1
+    for i in range(5000):
+        parse_ip(f"junk-{i}")
+    assert network._remembered_ip.cache_info().currsize == 4096
