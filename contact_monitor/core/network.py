@@ -61,9 +61,9 @@ REMEMBERED_IP_TEXT = 100
 
 
 def parse_ip(value: str | None) -> IPAddress | None:
-    """The address in a peer or header value (None: not one). Remembered (the addresses are
-    immutable), since peers and proxy hops repeat: 4,096 texts of at most REMEMBERED_IP_TEXT
-    characters at most."""
+    """The address in a peer or header value (None: not one). Remembered, since peers and proxy
+    hops repeat (the addresses are immutable): the last 4,096 texts of up to REMEMBERED_IP_TEXT
+    characters (docs/caches.md)."""
     if not value:
         return None
     return _remembered_ip(value) if len(value) <= REMEMBERED_IP_TEXT else _read_ip(value)
