@@ -246,8 +246,7 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
     runs: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
     roots = {"before": other, "after": ROOT}
     for round_number in range(args.rounds):
-        # ABBA: each side runs first as often as second (a 5-round AB compare once saw the
-        # trivial route cost 75 us a request in the first position and 58 in the second).
+        # ABBA: each side runs first as often as second (no order can favour either).
         for side in ("before", "after") if round_number % 2 == 0 else ("after", "before"):
             runs[side].append(summary(run_once(args, roots[side])))
     medians = {
