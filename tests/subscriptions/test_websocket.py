@@ -193,7 +193,9 @@ async def test_sockets_closed_while_their_history_is_sent_are_released(cluster):
             await browser.post("/mtc/event", data={"page_url": f"https://s.test/history/{i}"})
     before = websockets_open(cluster)
     for _ in range(6):
-        async with connect(cluster.ws_url, subprotocols=PROTOCOL, origin=DASHBOARD) as ws:
+        # max_queue=None: a client holding more than `max_queue` unread frames stops reading, so
+        # it would not see the server's answer to its close and wait out its close_timeout (10 s).
+        async with connect(cluster.ws_url, subprotocols=PROTOCOL, origin=DASHBOARD, max_queue=None) as ws:
             await init(ws, cluster.key)
             query = 'subscription { activity(after: "0") { cursor type } }'
             await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": query}}))
