@@ -162,7 +162,7 @@ class IngestPipeline:
         else:
             await self.storage.store_visit(contact=new.contact, device=new.device)
         if new.device is not None:
-            self.identity.stored_device(new.device)
+            self.identity.devices.put(new.device)
         await self.services.recorder.record(activities, contact)
         return outcome
 

@@ -214,16 +214,13 @@ class IdentityResolver:
     ) -> tuple[Document, bool]:
         """A device of this contact for this browser: a similar existing one (False), or a new
         one, not written yet (True): the caller writes it with the visit (`Storage.store_visit`)
-        and then hands it to `stored_device`."""
+        and then puts it in `devices`."""
         if not new_contact:
             similar = await self.storage.devices.find_similar(contact_id, user_agent)
             if similar is not None:
                 self.devices.put(similar)
                 return similar, False
         return self.storage.devices.draft(contact_id, now, user_agent, fingerprint), True
-
-    def stored_device(self, device: Document) -> None:
-        self.devices.put(device)
 
 
 async def sweep_merged(storage: Storage, contact_ids: Iterable[str]) -> int:

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
@@ -178,12 +179,15 @@ class ContactRepository:
             contact_id = record["winner_id"]
         return None
 
-    async def add(self, contact: Document) -> Document:
+    async def add(
+        self, contact: Document, *, then: Sequence[tuple[AsyncCollection[Document], Document]] = ()
+    ) -> Document:
         """A drafted contact, written now (with concurrent requests' writes) with its values and
         unique keys in one insert, and cached: a key that another contact holds raises
-        `DuplicateKeyError` and nothing is written."""
+        `DuplicateKeyError` and nothing is written. `then`: documents naming it (its visit's
+        device and hit), written in the same round once it is stored."""
         generation = self.cache.generation
-        await self.inserts.insert(contact, self.contacts)
+        await self.inserts.insert_together([(self.contacts, contact), *then])
         self.cache.put(contact, generation)  # exactly what was written
         return contact
 

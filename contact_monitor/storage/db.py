@@ -128,24 +128,15 @@ class Storage:
         alone goes to the lane of such hits."""
         parts = [
             (collection, document)
-            for collection, document in (
-                (self.contacts.contacts, contact),
-                (self.devices.devices, device),
-                (self.hits.hits, hit),
-            )
+            for collection, document in ((self.devices.devices, device), (self.hits.hits, hit))
             if document is not None
         ]
-        if not parts:
-            return
-        if contact is None and device is None:
-            await self.hit_writes.insert_together(parts)
-            return
-        if contact is None:
+        if contact is not None:
+            await self.contacts.add(contact, then=parts)
+        elif device is not None:
             await self.writes.insert_together(parts)
-            return
-        generation = self.contacts.cache.generation
-        await self.writes.insert_together(parts)
-        self.contacts.cache.put(contact, generation)  # exactly what was written
+        elif parts:
+            await self.hit_writes.insert_together(parts)
 
     def batchers(self) -> tuple[InsertBatcher, ...]:
         """The group commits of the hot path (storage/batch.py)."""
